@@ -347,6 +347,15 @@ pub enum WorkerToGateway {
         /// Event id.
         event: u64,
     },
+    /// Opens a monitoring link instead of `Hello` (`switchboard status`): same handshake and
+    /// secret, the gateway answers `Welcome`, then only queries are answered; the link is not
+    /// a worker, gets no events and does not count in `GatewayStats::workers`.
+    Monitor {
+        /// [`LINK_VERSION`].
+        version: u16,
+        /// The shared secret from both configs.
+        secret: String,
+    },
 }
 
 /// Everything a gateway sends on a link.
