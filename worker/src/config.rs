@@ -1,0 +1,155 @@
+//! The worker's configuration: the `[worker]` section of `switchboard.toml`.
+//!
+//! Owns the defaults and the loader; it does not read other sections (the gateway and the
+//! supervisor own theirs) and it does not apply CLI overrides (that is `main.rs`'s job).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Gateway a worker links to when the config names none: the gateway's default `worker_listen`.
+pub const DEFAULT_GATEWAY: &str = "127.0.0.1:8482";
+/// The development secret shipped in `switchboard.toml`; fine on a laptop, nowhere else.
+pub const DEFAULT_SECRET: &str = "switchboard-dev-secret";
+/// Relative to the working directory, like the supervisor's `run_dir`, so `switchboard start`
+/// from the repo root keeps everything in one place (and `/data` is git-ignored).
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Store backends a worker can use.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// sled, embedded in the worker process; one process per data directory.
+    #[default]
+    Sled,
+}
+
+/// The `[worker]` section. Every key is optional; unknown keys are an error so a typo is
+/// noticed instead of silently falling back to a default.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Gateways to link to (their `worker_listen` addresses).
+    pub gateways: Vec<String>,
+    /// Shared secret; must match the gateways' `secret`.
+    pub secret: String,
+    /// Store backend.
+    pub store: StoreKind,
+    /// The store's data directory.
+    pub data_dir: PathBuf,
+    /// Name the worker gives itself in the link `Hello`, for the gateways' logs. Not a file
+    /// key: it comes from `--name` (default `worker-PID`).
+    #[serde(skip)]
+    pub name: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            gateways: vec![DEFAULT_GATEWAY.to_string()],
+            secret: DEFAULT_SECRET.to_string(),
+            store: StoreKind::Sled,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            name: default_name(),
+        }
+    }
+}
+
+/// `worker-PID`: unique enough among the workers of one host for reading logs.
+pub fn default_name() -> String {
+    format!("worker-{}", std::process::id())
+}
+
+/// Why a config file could not be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or `[worker]` has a bad or unknown key.
+    #[error("invalid config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: toml::de::Error,
+    },
+}
+
+impl WorkerConfig {
+    /// Reads `path` and returns its `[worker]` section (defaults when the section is absent).
+    pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parses a whole config file's text and returns its `[worker]` section.
+    pub fn from_toml(text: &str) -> Result<WorkerConfig, toml::de::Error> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        match table.remove("worker") {
+            Some(section) => section.try_into(),
+            None => Ok(WorkerConfig::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_config_matches_defaults() {
+        let text = include_str!("../../switchboard.toml");
+        let config = WorkerConfig::from_toml(text).unwrap();
+        let defaults = WorkerConfig::default();
+        assert_eq!(config.gateways, defaults.gateways);
+        assert_eq!(config.secret, defaults.secret);
+        assert_eq!(config.store, defaults.store);
+        assert_eq!(config.data_dir, defaults.data_dir);
+    }
+
+    #[test]
+    fn missing_keys_take_defaults_and_other_sections_are_ignored() {
+        let config = WorkerConfig::from_toml(
+            "[gateway]\nid = 7\nnonsense = 1\n[worker]\ngateways = [\"10.0.0.1:1\", \"h:2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.gateways, ["10.0.0.1:1", "h:2"]);
+        assert_eq!(config.secret, DEFAULT_SECRET);
+        assert_eq!(
+            WorkerConfig::from_toml("").unwrap().gateways,
+            [DEFAULT_GATEWAY]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_stores_are_refused() {
+        let err = WorkerConfig::from_toml("[worker]\nsecrett = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("secrett"), "{err}");
+        assert!(WorkerConfig::from_toml("[worker]\nstore = \"redis\"\n").is_err());
+        assert!(WorkerConfig::from_toml("[worker]\nname = \"w\"\n").is_err());
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = WorkerConfig::load(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[worker]\ngateways = 3\n").unwrap();
+        let err = WorkerConfig::load(&bad).unwrap_err();
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+    }
+}

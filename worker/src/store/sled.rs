@@ -1,0 +1,455 @@
+//! The sled backend of [`Store`]: one sled database in the worker's data directory.
+//!
+//! sled is embedded and single-process: it takes an exclusive lock on its database file,
+//! and a second worker opening the same directory gets [`StoreError::Locked`] at once.
+//! Records are postcard-encoded; numeric keys are big-endian so sled's order is theirs.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::{Db, IVec, Tree};
+
+use super::{
+    DeviceRecord, HistoryEntry, OfflineMessage, Store, StoreError, User, MAX_HISTORY,
+    MAX_OFFLINE_PER_DEVICE,
+};
+
+/// Key of the last uid given out, in the default tree.
+const NEXT_UID_KEY: &[u8] = b"next_uid";
+/// Ends a device id inside an offline-queue key. UTF-8 never contains 0xFF, so no device's
+/// prefix is a prefix of another's.
+const ID_END: u8 = 0xFF;
+
+/// The sled-backed store. Cheap to share behind an `Arc`.
+pub struct SledStore {
+    db: Db,
+    users: Tree,
+    devices: Tree,
+    offline: Tree,
+    history: Tree,
+    /// Entries in `history`; sled's `len()` walks the whole tree, this does not.
+    history_len: AtomicUsize,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Fails fast with [`StoreError::Locked`] when
+    /// another process has it open.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|err| match err {
+                // sled 0.34 try-locks the db file and reports a failure only as this message.
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                other => StoreError::Db(other),
+            })?;
+        let history = db.open_tree("history")?;
+        Ok(SledStore {
+            users: db.open_tree("users")?,
+            devices: db.open_tree("devices")?,
+            offline: db.open_tree("offline")?,
+            history_len: AtomicUsize::new(history.len()),
+            history,
+            db,
+        })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_allocvec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+fn u64_of(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn queue_prefix(device: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(device.len() + 1 + 8);
+    key.extend_from_slice(device.as_bytes());
+    key.push(ID_END);
+    key
+}
+
+fn queue_key(device: &str, seq: u64) -> Vec<u8> {
+    let mut key = queue_prefix(device);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl SledStore {
+    /// Read-modify-write of one device record, atomic against other callers.
+    fn update_device(
+        &self,
+        id: &str,
+        mut change: impl FnMut(Option<DeviceRecord>) -> Option<DeviceRecord>,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut failure = None;
+        let stored = self
+            .devices
+            .update_and_fetch(id.as_bytes(), |old: Option<&[u8]>| {
+                let old_record = match old.map(decode::<DeviceRecord>).transpose() {
+                    Ok(record) => record,
+                    Err(err) => {
+                        failure = Some(err);
+                        return old.map(IVec::from);
+                    }
+                };
+                match change(old_record).map(|record| encode(&record)) {
+                    Some(Ok(bytes)) => Some(IVec::from(bytes)),
+                    Some(Err(err)) => {
+                        failure = Some(err);
+                        old.map(IVec::from)
+                    }
+                    None => old.map(IVec::from),
+                }
+            })?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        stored.map(|bytes| decode(&bytes)).transpose()
+    }
+}
+
+impl Store for SledStore {
+    fn next_uid(&self) -> Result<u64, StoreError> {
+        let stored = self
+            .db
+            .update_and_fetch(NEXT_UID_KEY, |old: Option<&[u8]>| {
+                let last = old.and_then(u64_of).unwrap_or(0);
+                Some(IVec::from(&(last + 1).to_be_bytes()[..]))
+            })?;
+        Ok(stored.as_deref().and_then(u64_of).unwrap_or(1))
+    }
+
+    fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError> {
+        self.users.insert(uid.to_be_bytes(), encode(user)?)?;
+        Ok(())
+    }
+
+    fn user(&self, uid: u64) -> Result<Option<User>, StoreError> {
+        self.users
+            .get(uid.to_be_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn upsert_device(
+        &self,
+        id: &str,
+        firmware: &str,
+        now: u64,
+    ) -> Result<DeviceRecord, StoreError> {
+        let stored = self.update_device(id, |old| {
+            Some(match old {
+                Some(record) => DeviceRecord {
+                    firmware: firmware.to_string(),
+                    last_seen: now,
+                    ..record
+                },
+                None => DeviceRecord {
+                    firmware: firmware.to_string(),
+                    first_seen: now,
+                    last_seen: now,
+                    telemetry: Default::default(),
+                },
+            })
+        })?;
+        // update_device returns what the closure stored, and it always stores a record.
+        stored.ok_or_else(|| {
+            StoreError::Db(sled::Error::ReportableBug("upsert stored nothing".into()))
+        })
+    }
+
+    fn touch_device(
+        &self,
+        id: &str,
+        now: u64,
+        telemetry: Option<(&str, i64)>,
+    ) -> Result<bool, StoreError> {
+        let mut known = false;
+        self.update_device(id, |old| {
+            let mut record = old?;
+            known = true;
+            record.last_seen = now;
+            if let Some((name, value)) = telemetry {
+                record.telemetry.insert(name.to_string(), value);
+            }
+            Some(record)
+        })?;
+        Ok(known)
+    }
+
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.devices
+            .get(id.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
+        self.devices
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn push_offline(&self, device: &str, msg: &OfflineMessage) -> Result<(), StoreError> {
+        if self.offline_len(device)? >= MAX_OFFLINE_PER_DEVICE {
+            return Err(StoreError::QueueFull {
+                device: device.to_string(),
+                max: MAX_OFFLINE_PER_DEVICE,
+            });
+        }
+        // generate_id is monotonic across restarts, so keys keep arrival order.
+        let seq = self.db.generate_id()?;
+        self.offline.insert(queue_key(device, seq), encode(msg)?)?;
+        Ok(())
+    }
+
+    fn peek_offline(
+        &self,
+        device: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, OfflineMessage)>, StoreError> {
+        let prefix = queue_prefix(device);
+        self.offline
+            .scan_prefix(&prefix)
+            .take(max)
+            .map(|item| {
+                let (key, value) = item?;
+                let seq = key.get(prefix.len()..).and_then(u64_of).unwrap_or(0);
+                Ok((seq, decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn remove_offline(&self, device: &str, key: u64) -> Result<(), StoreError> {
+        self.offline.remove(queue_key(device, key))?;
+        Ok(())
+    }
+
+    fn offline_len(&self, device: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .offline
+            .scan_prefix(queue_prefix(device))
+            .keys()
+            .count())
+    }
+
+    fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let seq = self.db.generate_id()?;
+        self.history.insert(seq.to_be_bytes(), encode(entry)?)?;
+        let mut len = self.history_len.fetch_add(1, Ordering::Relaxed) + 1;
+        while len > MAX_HISTORY {
+            if self.history.pop_min()?.is_none() {
+                break;
+            }
+            len = self.history_len.fetch_sub(1, Ordering::Relaxed) - 1;
+        }
+        Ok(())
+    }
+
+    fn recent_history(&self, n: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = self
+            .history
+            .iter()
+            .rev()
+            .take(n)
+            .map(|item| decode(&item?.1))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> OfflineMessage {
+        OfflineMessage {
+            from: "1".into(),
+            text: text.into(),
+            at: 5,
+        }
+    }
+
+    #[test]
+    fn uids_start_at_one_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.next_uid().unwrap(), 1);
+            assert_eq!(store.next_uid().unwrap(), 2);
+            store
+                .put_user(
+                    2,
+                    &User {
+                        nick: "bob".into(),
+                        created: 9,
+                    },
+                )
+                .unwrap();
+            store.upsert_device("dev-1", "0.1.0", 100).unwrap();
+            store.push_offline("dev-1", &msg("kept")).unwrap();
+            store
+                .append_history(&HistoryEntry {
+                    at: 1,
+                    uid: "2".into(),
+                    nick: "bob".into(),
+                    text: "hi".into(),
+                })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_uid().unwrap(), 3);
+        assert_eq!(store.user(2).unwrap().unwrap().nick, "bob");
+        assert_eq!(store.user(1).unwrap(), None);
+        assert_eq!(store.device("dev-1").unwrap().unwrap().firmware, "0.1.0");
+        assert_eq!(store.peek_offline("dev-1", 10).unwrap()[0].1.text, "kept");
+        assert_eq!(store.recent_history(10).unwrap()[0].text, "hi");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_fails_fast_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let err = SledStore::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("is in use by another worker process"),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn the_lock_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        SledStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn device_registry_upserts_and_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let first = store.upsert_device("dev-1", "0.1.0", 100).unwrap();
+        assert_eq!((first.first_seen, first.last_seen), (100, 100));
+        let again = store.upsert_device("dev-1", "0.2.0", 150).unwrap();
+        assert_eq!(
+            (again.firmware.as_str(), again.first_seen, again.last_seen),
+            ("0.2.0", 100, 150)
+        );
+        assert!(store
+            .touch_device("dev-1", 160, Some(("temp_mC", 21500)))
+            .unwrap());
+        assert!(!store.touch_device("ghost", 160, None).unwrap());
+        assert_eq!(store.device("ghost").unwrap(), None);
+        let record = store.device("dev-1").unwrap().unwrap();
+        assert_eq!(record.last_seen, 160);
+        assert_eq!(record.telemetry.get("temp_mC"), Some(&21500));
+        store.upsert_device("dev-0", "x", 1).unwrap();
+        let ids: Vec<String> = store
+            .devices()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["dev-0", "dev-1"]);
+    }
+
+    #[test]
+    fn offline_queue_is_fifo_per_device_peek_does_not_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for text in ["a", "b", "c"] {
+            store.push_offline("dev", &msg(text)).unwrap();
+        }
+        // A device whose id extends another's keeps its own queue.
+        store.push_offline("dev2", &msg("other")).unwrap();
+        let peeked = store.peek_offline("dev", 10).unwrap();
+        let texts: Vec<&str> = peeked.iter().map(|(_, m)| m.text.as_str()).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+        assert_eq!(store.peek_offline("dev", 10).unwrap().len(), 3);
+        store.remove_offline("dev", peeked[0].0).unwrap();
+        assert_eq!(store.peek_offline("dev", 1).unwrap()[0].1.text, "b");
+        assert_eq!(store.offline_len("dev").unwrap(), 2);
+        assert_eq!(store.offline_len("dev2").unwrap(), 1);
+    }
+
+    #[test]
+    fn offline_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..MAX_OFFLINE_PER_DEVICE {
+            store.push_offline("dev", &msg(&i.to_string())).unwrap();
+        }
+        let err = store.push_offline("dev", &msg("one too many")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::QueueFull {
+                    max: MAX_OFFLINE_PER_DEVICE,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let (key, _) = store.peek_offline("dev", 1).unwrap()[0].clone();
+        store.remove_offline("dev", key).unwrap();
+        store.push_offline("dev", &msg("fits again")).unwrap();
+    }
+
+    #[test]
+    fn history_keeps_the_last_entries_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..MAX_HISTORY + 5 {
+            let entry = HistoryEntry {
+                at: i as u64,
+                uid: "1".into(),
+                nick: "a".into(),
+                text: i.to_string(),
+            };
+            store.append_history(&entry).unwrap();
+        }
+        let all = store.recent_history(usize::MAX).unwrap();
+        assert_eq!(all.len(), MAX_HISTORY);
+        assert_eq!(all[0].text, "5");
+        let last: Vec<String> = store
+            .recent_history(2)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(
+            last,
+            [(MAX_HISTORY + 3).to_string(), (MAX_HISTORY + 4).to_string()]
+        );
+    }
+}
