@@ -9,7 +9,8 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Longest frame body before COBS: postcard bytes plus the 2-byte CRC. Every message in
-/// [`crate::message`] fits with room to spare (the largest, a chat frame, is ~235 bytes).
+/// [`crate::message`] fits with room to spare: the largest, a chat frame with every field
+/// full, is 234 bytes (a test pins this, so a field that breaks the bound fails it).
 pub const MAX_FRAME_LEN: usize = 256;
 /// Longest frame on the wire: COBS adds one byte per 254 plus one, then the delimiter.
 pub const MAX_WIRE_LEN: usize = MAX_FRAME_LEN + MAX_FRAME_LEN / 254 + 2;
@@ -62,19 +63,21 @@ impl core::fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 /// Encodes `frame` into `out` as wire bytes, delimiter included; returns the length used.
+///
+/// `out` needs room for exactly the frame's wire length; [`MAX_WIRE_LEN`] always suffices.
 pub fn encode<M: Serialize>(frame: &Frame<M>, out: &mut [u8]) -> Result<usize, FrameError> {
     let mut body = [0u8; MAX_FRAME_LEN];
+    // postcard writes at most MAX_FRAME_LEN - CRC_LEN bytes, so the CRC always fits after
+    // them: the slicing below cannot go out of bounds.
     let used = postcard::to_slice(frame, &mut body[..MAX_FRAME_LEN - CRC_LEN])
         .map_err(|_| FrameError::BufferFull)?
         .len();
     let crc = CRC.checksum(&body[..used]).to_le_bytes();
     body[used..used + CRC_LEN].copy_from_slice(&crc);
     let raw = &body[..used + CRC_LEN];
-    if out.len() < cobs::max_encoding_length(raw.len()) + 1 {
-        return Err(FrameError::BufferFull);
-    }
-    let n = cobs::encode(raw, out);
-    out[n] = 0;
+    // COBS straight into `out`; no second staging buffer, and no panic on a short `out`.
+    let n = cobs::try_encode(raw, out).map_err(|_| FrameError::BufferFull)?;
+    *out.get_mut(n).ok_or(FrameError::BufferFull)? = 0;
     Ok(n + 1)
 }
 
@@ -82,9 +85,12 @@ pub fn encode<M: Serialize>(frame: &Frame<M>, out: &mut [u8]) -> Result<usize, F
 pub fn encode_to_vec<M: Serialize>(
     frame: &Frame<M>,
 ) -> Result<heapless::Vec<u8, MAX_WIRE_LEN>, FrameError> {
-    let mut out = [0u8; MAX_WIRE_LEN];
+    let mut out = heapless::Vec::new();
+    out.resize(MAX_WIRE_LEN, 0)
+        .map_err(|_| FrameError::BufferFull)?;
     let n = encode(frame, &mut out)?;
-    heapless::Vec::from_slice(&out[..n]).map_err(|_| FrameError::BufferFull)
+    out.truncate(n);
+    Ok(out)
 }
 
 /// Sans-IO frame accumulator. Feed it bytes as they arrive; it yields one item per delimiter.
@@ -127,7 +133,10 @@ impl<M: DeserializeOwned> Decoder<M> {
     /// Returns an iterator of the frames and errors delimited in `input`. Bytes after the
     /// last delimiter stay in the decoder for the next call.
     pub fn feed<'d, 'i>(&'d mut self, input: &'i [u8]) -> Feed<'d, 'i, M> {
-        Feed { decoder: self, input }
+        Feed {
+            decoder: self,
+            input,
+        }
     }
 
     /// Consumes bytes from `input` up to and including the next delimiter that ends a
@@ -136,8 +145,8 @@ impl<M: DeserializeOwned> Decoder<M> {
         while let Some((&byte, rest)) = input.split_first() {
             *input = rest;
             if byte != 0 {
-                if self.len < self.buf.len() {
-                    self.buf[self.len] = byte;
+                if let Some(slot) = self.buf.get_mut(self.len) {
+                    *slot = byte;
                     self.len += 1;
                 } else {
                     self.overflow = true;
@@ -152,7 +161,8 @@ impl<M: DeserializeOwned> Decoder<M> {
             if len == 0 {
                 continue; // back-to-back delimiters: an idle line, not an error
             }
-            return Some(Self::decode(&mut self.buf[..len]));
+            // `len <= MAX_WIRE_LEN` (see above), so this is never the empty fallback.
+            return Some(Self::decode(self.buf.get_mut(..len).unwrap_or_default()));
         }
         None
     }
