@@ -3,9 +3,12 @@
 //! - [`message`]: every device message, both directions, in one table.
 //! - [`frame`]: sans-IO framing of device messages (postcard + CRC-16 + COBS, `0x00` delimited).
 //! - [`link`] (feature `link`): the gateway<->worker messages (events, commands, query replies).
+//! - [`golden`] (feature `golden`): pinned wire bytes of every device message, checked by the
+//!   host tests and meant to be checked by the firmware build too.
 //!
 //! The device part is `no_std` and never allocates; `link` needs `alloc` and is host only.
-#![cfg_attr(not(feature = "std"), no_std)]
+// Unit tests use std (the test harness needs it anyway); the library itself stays no_std.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,6 +20,9 @@ pub mod message;
 
 #[cfg(feature = "link")]
 pub mod link;
+
+#[cfg(any(test, feature = "golden"))]
+pub mod golden;
 
 pub use frame::{encode, Decoder, Frame, FrameError, MAX_FRAME_LEN, MAX_WIRE_LEN};
 pub use message::*;
