@@ -81,6 +81,10 @@ impl ClientKind {
 }
 
 /// A message from a client, as the gateway decoded it.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per message; a Box would only add an allocation and change the API"
+)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// One line from a telnet user: telnet negotiation stripped, no line terminator, valid
@@ -91,6 +95,10 @@ pub enum Inbound {
 }
 
 /// A message for a client; the gateway encodes it for the client's kind.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per message; a Box would only add an allocation and change the API"
+)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// Text for telnet users; the gateway appends `\r\n`. Not delivered to devices.
@@ -100,6 +108,10 @@ pub enum Outbound {
 }
 
 /// Something that happened on a gateway's connection.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per message; a Box would only add an allocation and change the API"
+)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Event {
     /// A connection was accepted (or a serial port opened).
@@ -322,6 +334,10 @@ pub struct ClientInfo {
 }
 
 /// Everything a worker sends on a link.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per message; a Box would only add an allocation and change the API"
+)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum WorkerToGateway {
     /// Opens the link.

@@ -54,6 +54,10 @@ pub enum DeviceMsg {
 }
 
 /// A message from the gateway to a device.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no_std and no allocation: a message is a plain value sized for its largest variant"
+)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum HostMsg {
