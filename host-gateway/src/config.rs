@@ -1,0 +1,224 @@
+//! The gateway's configuration: the `[gateway]` section of `switchboard.toml`, its defaults
+//! and the loader. Command-line overrides are `main.rs`'s business, not this module's.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Gateway id: 1, so the first gateway's client ids start with `0001`.
+pub const DEFAULT_ID: u16 = 1;
+/// Loopback only: a fresh install must not be reachable from other hosts.
+pub const DEFAULT_TELNET_LISTEN: &str = "127.0.0.1:8480";
+/// Loopback only, like telnet; devices on the LAN need an explicit `0.0.0.0`.
+pub const DEFAULT_DEVICE_LISTEN: &str = "127.0.0.1:8481";
+/// Loopback only: the worker link carries every message and must stay private.
+pub const DEFAULT_WORKER_LISTEN: &str = "127.0.0.1:8482";
+/// A development secret, known to everyone; deployments change it.
+pub const DEFAULT_SECRET: &str = "switchboard-dev-secret";
+/// Long enough for any chat line a person types, short enough to bound a user's buffer.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+/// About a second of a busy chat for one client; a client further behind is stuck, not slow.
+pub const DEFAULT_CLIENT_QUEUE: usize = 1024;
+/// Enough to ride out a worker restart (`switchboard reload`) under load, bounded in memory.
+pub const DEFAULT_PENDING_EVENTS: usize = 10_000;
+/// The usual rate of USB CDC-ACM boards and of most UART consoles.
+pub const DEFAULT_BAUD: u32 = 115_200;
+
+/// The `[gateway]` section. Every key is optional; unknown keys are an error, so a typo
+/// is caught at startup instead of silently using a default.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// This gateway's id: the top 16 bits of every client id it hands out.
+    pub id: u16,
+    /// Address telnet users connect to.
+    pub telnet_listen: String,
+    /// Address devices speaking the framed protocol over TCP connect to.
+    pub device_listen: String,
+    /// Address workers connect to.
+    pub worker_listen: String,
+    /// Shared secret a worker must present.
+    pub secret: String,
+    /// Longest telnet line in bytes; longer lines are refused with a `!` line.
+    pub max_line: usize,
+    /// Messages queued for one client before it is disconnected as too slow.
+    pub client_queue: usize,
+    /// Events held while no worker is connected.
+    pub pending_events: usize,
+    /// Serial ports to open.
+    pub serial: Vec<SerialConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            id: DEFAULT_ID,
+            telnet_listen: DEFAULT_TELNET_LISTEN.to_owned(),
+            device_listen: DEFAULT_DEVICE_LISTEN.to_owned(),
+            worker_listen: DEFAULT_WORKER_LISTEN.to_owned(),
+            secret: DEFAULT_SECRET.to_owned(),
+            max_line: DEFAULT_MAX_LINE,
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            pending_events: DEFAULT_PENDING_EVENTS,
+            serial: Vec::new(),
+        }
+    }
+}
+
+/// One `[[gateway.serial]]` entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Device path (`/dev/ttyACM0`, or a stable `/dev/serial/by-id/...` symlink).
+    pub path: PathBuf,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    DEFAULT_BAUD
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or `[gateway]` has a wrong or unknown key.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid config{}: gateway.{key} {reason}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The file, if the value came from one.
+        path: Option<PathBuf>,
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The whole file as far as the gateway cares: the other sections belong to other processes.
+#[derive(Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    gateway: GatewayConfig,
+}
+
+impl GatewayConfig {
+    /// Reads `path` and returns its `[gateway]` section (defaults if there is none).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate().map_err(|err| match err {
+            ConfigError::Invalid { key, reason, .. } => ConfigError::Invalid {
+                path: Some(path.to_owned()),
+                key,
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text and returns its `[gateway]` section, without validating values.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str::<ConfigFile>(text).map(|file| file.gateway)
+    }
+
+    /// Checks the values a gateway cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason| {
+            Err(ConfigError::Invalid {
+                path: None,
+                key,
+                reason,
+            })
+        };
+        if self.max_line == 0 {
+            return invalid("max_line", "must be at least 1");
+        }
+        if self.client_queue == 0 {
+            return invalid("client_queue", "must be at least 1");
+        }
+        if self.secret.is_empty() {
+            return invalid("secret", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchboard.toml");
+        let config = GatewayConfig::load(&path).expect("repo config loads");
+        assert_eq!(config, GatewayConfig::default());
+    }
+
+    #[test]
+    fn other_sections_are_ignored_and_serial_ports_parse() {
+        let config = GatewayConfig::parse(
+            "[worker]\nstore = 'sled'\n[gateway]\nid = 7\n[[gateway.serial]]\npath = '/dev/ttyACM0'\n\
+             [[gateway.serial]]\npath = '/dev/ttyUSB0'\nbaud = 9600\n[supervisor]\nrun_dir = 'x'\n",
+        )
+        .expect("parses");
+        assert_eq!(config.id, 7);
+        assert_eq!(config.max_line, DEFAULT_MAX_LINE);
+        assert_eq!(
+            config.serial,
+            vec![
+                SerialConfig {
+                    path: "/dev/ttyACM0".into(),
+                    baud: DEFAULT_BAUD
+                },
+                SerialConfig {
+                    path: "/dev/ttyUSB0".into(),
+                    baud: 9600
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[gateway]\nmax_lines = 5\n").expect("write");
+        let err = GatewayConfig::load(&path).expect_err("unknown key refused");
+        let text = err.to_string();
+        assert!(text.contains("bad.toml"), "{text}");
+        assert!(text.contains("max_lines"), "{text}");
+    }
+
+    #[test]
+    fn zero_queue_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("zero.toml");
+        std::fs::write(&path, "[gateway]\nclient_queue = 0\n").expect("write");
+        let text = GatewayConfig::load(&path).expect_err("refused").to_string();
+        assert!(text.contains("zero.toml") && text.contains("client_queue"), "{text}");
+    }
+}
