@@ -1,0 +1,161 @@
+//! Executes workers' [`Command`]s and answers their [`Query`]s against the router's state,
+//! with GatewayWorker's semantics. Every recipient set comes from an index; only
+//! `SendToAll` and the whole-gateway queries walk every client.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply};
+
+use crate::connection::Outgoing;
+use crate::router::{accepts, Router};
+use crate::stats::bump;
+
+impl Router {
+    /// Executes one command from worker link `link`.
+    pub(crate) fn execute(&mut self, link: u64, command: Command) {
+        match command {
+            Command::SendToClient { client, body } => {
+                self.send_one(client, Arc::new(body));
+            }
+            Command::SendToAll { body, exclude } => {
+                let body = Arc::new(body);
+                let exclude: HashSet<ClientId> = exclude.into_iter().collect();
+                let ids = self.registry.iter().map(|(id, _)| *id);
+                let ids: Vec<ClientId> = ids.filter(|id| !exclude.contains(id)).collect();
+                self.broadcast(ids, &body);
+            }
+            Command::SendToUid { uids, body } => {
+                let mut ids = BTreeSet::new();
+                for uid in &uids {
+                    if let Some(members) = self.registry.uid_members(uid) {
+                        ids.extend(members);
+                    }
+                }
+                self.broadcast(ids, &Arc::new(body));
+            }
+            Command::SendToGroup { groups, body, exclude } => {
+                let mut ids = BTreeSet::new();
+                for group in &groups {
+                    if let Some(members) = self.registry.group_members(group) {
+                        ids.extend(members);
+                    }
+                }
+                for id in &exclude {
+                    ids.remove(id);
+                }
+                self.broadcast(ids, &Arc::new(body));
+            }
+            Command::BindUid { client, uid } => {
+                self.registry.bind_uid(client, uid);
+            }
+            Command::UnbindUid { client, uid } => {
+                self.registry.unbind_uid(client, &uid);
+            }
+            Command::JoinGroup { client, group } => {
+                self.registry.join(client, group);
+            }
+            Command::LeaveGroup { client, group } => {
+                self.registry.leave(client, &group);
+            }
+            Command::Ungroup { group } => self.registry.ungroup(&group),
+            Command::CloseClient { client, farewell } => {
+                if let Some(c) = self.registry.get(client) {
+                    let farewell = farewell.filter(|f| accepts(c.handle.kind, f)).map(Arc::new);
+                    c.handle.offer(client, Outgoing::Close { farewell });
+                }
+            }
+            Command::SetSession { client, session } => {
+                if let Err(err) = self.registry.set_session(client, session) {
+                    tracing::warn!(link, conn = %client, cause = %err, "SetSession refused");
+                }
+            }
+            Command::UpdateSession { client, session } => {
+                if let Err(err) = self.registry.update_session(client, session) {
+                    tracing::warn!(link, conn = %client, cause = %err, "UpdateSession refused");
+                }
+            }
+        }
+    }
+
+    /// `SendToClient`: a body of the wrong kind for the client is a worker bug, logged.
+    fn send_one(&self, id: ClientId, body: Arc<Outbound>) {
+        let Some(client) = self.registry.get(id) else {
+            bump(&self.counters.dropped);
+            return;
+        };
+        if !accepts(client.handle.kind, &body) {
+            tracing::warn!(conn = %id, kind = ?client.handle.kind, "message of the wrong kind for this client dropped");
+            bump(&self.counters.dropped);
+            return;
+        }
+        if !client.handle.offer(id, Outgoing::Send(body)) {
+            bump(&self.counters.dropped);
+        }
+    }
+
+    /// Sends to each of `ids` that takes this kind of body; the others are skipped silently
+    /// (a line for everyone is not for devices).
+    fn broadcast(&self, ids: impl IntoIterator<Item = ClientId>, body: &Arc<Outbound>) {
+        for id in ids {
+            let Some(client) = self.registry.get(id) else {
+                continue;
+            };
+            if accepts(client.handle.kind, body) && !client.handle.offer(id, Outgoing::Send(body.clone())) {
+                bump(&self.counters.dropped);
+            }
+        }
+    }
+
+    /// Answers one query.
+    pub(crate) fn answer(&self, query: Query) -> Reply {
+        let reg = &self.registry;
+        let members = |group: &str| reg.group_members(group).into_iter().flatten().copied();
+        match query {
+            Query::IsOnline(id) => Reply::Bool(reg.get(id).is_some()),
+            Query::IsUidOnline(uid) => Reply::Bool(reg.uid_members(&uid).is_some()),
+            Query::ClientIdsByUid(uid) => {
+                Reply::Clients(reg.uid_members(&uid).into_iter().flatten().copied().collect())
+            }
+            Query::UidByClientId(id) => Reply::Uid(reg.get(id).and_then(|c| c.uid.clone())),
+            Query::ClientCount(None) => Reply::Count(reg.len() as u64),
+            Query::ClientCount(Some(group)) => {
+                Reply::Count(reg.group_members(&group).map_or(0, |m| m.len() as u64))
+            }
+            Query::ClientIds(None) => Reply::Clients(reg.iter().map(|(id, _)| *id).collect()),
+            Query::ClientIds(Some(group)) => Reply::Clients(members(&group).collect()),
+            Query::Uids => Reply::Uids(sorted(reg.uids())),
+            Query::UidCount => Reply::Count(reg.uids().count() as u64),
+            Query::Groups => Reply::Groups(sorted(reg.groups())),
+            Query::GetSession(id) => Reply::Session(reg.get(id).map(|c| c.session.clone())),
+            Query::Sessions(None) => {
+                Reply::Sessions(reg.iter().map(|(id, _)| id).filter_map(|id| self.info(*id)).collect())
+            }
+            Query::Sessions(Some(group)) => {
+                Reply::Sessions(members(&group).filter_map(|id| self.info(id)).collect())
+            }
+            Query::Stats => {
+                let mut stats = self.counters.snapshot(self.gateway);
+                (stats.telnet_clients, stats.device_clients) = self.client_counts();
+                stats.workers = self.workers.len() as u64;
+                Reply::Stats(stats)
+            }
+        }
+    }
+
+    fn info(&self, id: ClientId) -> Option<ClientInfo> {
+        let client = self.registry.get(id)?;
+        Some(ClientInfo {
+            client: id,
+            kind: client.handle.kind,
+            uid: client.uid.clone(),
+            session: client.session.clone(),
+        })
+    }
+}
+
+fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort_unstable();
+    names
+}

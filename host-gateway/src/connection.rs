@@ -1,0 +1,167 @@
+//! What every connection task shares with the router: the items of its bounded outbound
+//! queue, the handle the router keeps to reach it, registration, and how a connection ends.
+//!
+//! The socket I/O itself is in `telnet_conn.rs` and `device_conn.rs`; routing decisions are
+//! the router's. Overflow policy: a client whose queue is full is disconnected as too slow,
+//! so one stuck client never slows the router or anyone else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::router::RouterMsg;
+use crate::server::Context;
+use crate::stats::bump;
+
+/// One item of a connection's outbound queue.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message to write; shared so a broadcast costs one allocation, not one per client.
+    Send(Arc<Outbound>),
+    /// The client's message was not accepted (no worker and the pending queue is full).
+    Busy {
+        /// Frame sequence number of the refused device frame, 0 for telnet.
+        seq: u16,
+    },
+    /// Write `farewell` (if any) after everything queued before it, then close.
+    Close {
+        /// The last message.
+        farewell: Option<Arc<Outbound>>,
+    },
+}
+
+/// The router's way to reach one connection.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// The connection's kind; decides which [`Outbound`] bodies it takes.
+    pub kind: ClientKind,
+    tx: mpsc::Sender<Outgoing>,
+    kick: Kick,
+}
+
+impl ClientHandle {
+    /// Queues `item` without waiting. A full queue disconnects the client as too slow.
+    /// Returns whether the item was queued.
+    pub fn offer(&self, id: ClientId, item: Outgoing) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if !self.kick.too_slow.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
+                }
+                self.kick.token.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Disconnects a client from outside its task, remembering why.
+#[derive(Debug, Clone, Default)]
+struct Kick {
+    token: CancellationToken,
+    too_slow: Arc<AtomicBool>,
+}
+
+/// Why a connection ended; logged, and decides the last words to a telnet user.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed its side.
+    PeerClosed,
+    /// Reading or writing failed.
+    Io(std::io::Error),
+    /// The outbound queue overflowed.
+    TooSlow,
+    /// A worker's `CloseClient`.
+    ClosedByWorker,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::PeerClosed => f.write_str("peer closed"),
+            End::Io(err) => write!(f, "i/o error: {err}"),
+            End::TooSlow => f.write_str("too slow"),
+            End::ClosedByWorker => f.write_str("closed by worker"),
+            End::Shutdown => f.write_str("gateway shutting down"),
+        }
+    }
+}
+
+/// A connection task's side of its registration.
+pub struct Conn {
+    /// The connection's id.
+    pub id: ClientId,
+    /// Its outbound queue.
+    pub rx: mpsc::Receiver<Outgoing>,
+    /// The same queue, for answers the connection gives itself (pong, `!` lines).
+    pub own: mpsc::Sender<Outgoing>,
+    kick: Kick,
+    ctx: Context,
+}
+
+impl Conn {
+    /// Gives a new connection its id and announces it to the router (the Connect event).
+    /// Returns `None` if the router is gone (the gateway is stopping).
+    pub async fn open(ctx: &Context, kind: ClientKind, peer: String) -> Option<Conn> {
+        let id = ctx.next_client_id();
+        bump(&ctx.counters.connections_total);
+        let (tx, rx) = mpsc::channel(ctx.config.client_queue);
+        let kick = Kick::default();
+        let handle = ClientHandle {
+            kind,
+            tx: tx.clone(),
+            kick: kick.clone(),
+        };
+        let opened = RouterMsg::Opened { id, peer, handle };
+        ctx.router.send(opened).await.ok()?;
+        Some(Conn {
+            id,
+            rx,
+            own: tx,
+            kick,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// The gateway's shared context.
+    pub fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Hands a message from the client to the router; waits if the router is busy, which
+    /// slows this client's reading and nobody else's. `false` when the router is gone.
+    pub async fn inbound(router: &mpsc::Sender<RouterMsg>, id: ClientId, body: Inbound, seq: u16) -> bool {
+        router.send(RouterMsg::Inbound { id, body, seq }).await.is_ok()
+    }
+
+    /// Resolves when the connection must stop from outside: kicked or shutdown.
+    pub async fn stopped(kick: &CancellationToken, shutdown: &CancellationToken) -> End {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => End::Shutdown,
+            _ = kick.cancelled() => End::TooSlow,
+        }
+    }
+
+    /// The token that kicks this connection.
+    pub fn kick_token(&self) -> CancellationToken {
+        self.kick.token.clone()
+    }
+
+    /// Tells the router the connection is gone (the Close event) and logs why.
+    pub async fn close(self, end: &End) {
+        match end {
+            End::Io(_) | End::TooSlow => tracing::info!(conn = %self.id, reason = %end, "closed"),
+            _ => tracing::debug!(conn = %self.id, reason = %end, "closed"),
+        }
+        let _ = self.ctx.router.send(RouterMsg::Closed { id: self.id }).await;
+    }
+}

@@ -1,0 +1,244 @@
+//! The router's indexes over this gateway's own connections: client id -> connection,
+//! uid -> connections, group -> connections, and each connection's uid, groups and session.
+//!
+//! Every lookup a command needs is a map access, never a scan of all clients. Sessions are
+//! bounded here. Sending, events and workers are the router's business, not this module's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use protocol::link::{ClientId, ClientKind, Session};
+
+use crate::connection::ClientHandle;
+
+/// Most keys a session may hold; GatewayWorker apps keep a handful (uid, nick, room).
+pub const MAX_SESSION_KEYS: usize = 64;
+/// Most bytes (keys plus values) a session may hold. Every event of a client carries its
+/// session, so a big one costs on every message.
+pub const MAX_SESSION_BYTES: usize = 4096;
+
+/// One open connection.
+#[derive(Debug)]
+pub struct Client {
+    /// The router's way to reach the connection task.
+    pub handle: ClientHandle,
+    /// Its uid, if bound.
+    pub uid: Option<String>,
+    /// Groups it is in.
+    pub groups: BTreeSet<String>,
+    /// Its session.
+    pub session: Session,
+}
+
+/// Why a session update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The connection is not open (anymore).
+    #[error("no such client")]
+    NoClient,
+    /// The result would be over [`MAX_SESSION_KEYS`] or [`MAX_SESSION_BYTES`].
+    #[error("session would hold {keys} keys / {bytes} bytes (max {MAX_SESSION_KEYS} / {MAX_SESSION_BYTES})")]
+    TooBig {
+        /// Keys it would hold.
+        keys: usize,
+        /// Bytes it would hold.
+        bytes: usize,
+    },
+}
+
+/// The indexes.
+#[derive(Debug, Default)]
+pub struct Registry {
+    clients: BTreeMap<ClientId, Client>,
+    uids: HashMap<String, BTreeSet<ClientId>>,
+    groups: HashMap<String, BTreeSet<ClientId>>,
+    telnet: u64,
+}
+
+fn session_bytes(session: &Session) -> usize {
+    session.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+fn check_session(session: &Session) -> Result<(), SessionError> {
+    let (keys, bytes) = (session.len(), session_bytes(session));
+    if keys > MAX_SESSION_KEYS || bytes > MAX_SESSION_BYTES {
+        return Err(SessionError::TooBig { keys, bytes });
+    }
+    Ok(())
+}
+
+/// Removes `id` from the set at `key`, and the set itself when it empties.
+fn unindex(map: &mut HashMap<String, BTreeSet<ClientId>>, key: &str, id: ClientId) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Registry {
+    /// Adds a new connection with no uid, no groups and an empty session.
+    pub fn insert(&mut self, id: ClientId, handle: ClientHandle) {
+        if handle.kind == ClientKind::Telnet {
+            self.telnet += 1;
+        }
+        let client = Client {
+            handle,
+            uid: None,
+            groups: BTreeSet::new(),
+            session: Session::new(),
+        };
+        self.clients.insert(id, client);
+    }
+
+    /// Removes a connection and its uid binding and group memberships.
+    pub fn remove(&mut self, id: ClientId) -> Option<Client> {
+        let client = self.clients.remove(&id)?;
+        if client.handle.kind == ClientKind::Telnet {
+            self.telnet -= 1;
+        }
+        if let Some(uid) = &client.uid {
+            unindex(&mut self.uids, uid, id);
+        }
+        for group in &client.groups {
+            unindex(&mut self.groups, group, id);
+        }
+        Some(client)
+    }
+
+    /// One connection.
+    pub fn get(&self, id: ClientId) -> Option<&Client> {
+        self.clients.get(&id)
+    }
+
+    /// Every connection, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &Client)> {
+        self.clients.iter()
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// No connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Open telnet connections (the rest are devices).
+    pub fn telnet_count(&self) -> u64 {
+        self.telnet
+    }
+
+    /// Connections bound to `uid`.
+    pub fn uid_members(&self, uid: &str) -> Option<&BTreeSet<ClientId>> {
+        self.uids.get(uid)
+    }
+
+    /// Members of `group`.
+    pub fn group_members(&self, group: &str) -> Option<&BTreeSet<ClientId>> {
+        self.groups.get(group)
+    }
+
+    /// Bound uids.
+    pub fn uids(&self) -> impl Iterator<Item = &String> {
+        self.uids.keys()
+    }
+
+    /// Non-empty groups.
+    pub fn groups(&self) -> impl Iterator<Item = &String> {
+        self.groups.keys()
+    }
+
+    /// Binds `uid` to `id`, replacing the connection's previous uid. `false` if not open.
+    pub fn bind_uid(&mut self, id: ClientId, uid: String) -> bool {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if let Some(old) = client.uid.take() {
+            unindex(&mut self.uids, &old, id);
+        }
+        self.uids.entry(uid.clone()).or_default().insert(id);
+        client.uid = Some(uid);
+        true
+    }
+
+    /// Unbinds `uid` from `id` if it is the connection's uid.
+    pub fn unbind_uid(&mut self, id: ClientId, uid: &str) -> bool {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if client.uid.as_deref() != Some(uid) {
+            return false;
+        }
+        client.uid = None;
+        unindex(&mut self.uids, uid, id);
+        true
+    }
+
+    /// Adds `id` to `group`.
+    pub fn join(&mut self, id: ClientId, group: String) -> bool {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if client.groups.insert(group.clone()) {
+            self.groups.entry(group).or_default().insert(id);
+        }
+        true
+    }
+
+    /// Removes `id` from `group`.
+    pub fn leave(&mut self, id: ClientId, group: &str) -> bool {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if client.groups.remove(group) {
+            unindex(&mut self.groups, group, id);
+        }
+        true
+    }
+
+    /// Dissolves `group`: every member leaves it.
+    pub fn ungroup(&mut self, group: &str) {
+        let Some(members) = self.groups.remove(group) else {
+            return;
+        };
+        for id in members {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.groups.remove(group);
+            }
+        }
+    }
+
+    /// Replaces a session, unless the new one is over the limits.
+    pub fn set_session(&mut self, id: ClientId, session: Session) -> Result<(), SessionError> {
+        let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
+        check_session(&session)?;
+        client.session = session;
+        Ok(())
+    }
+
+    /// Merges `update` into a session, unless the result would be over the limits; then the
+    /// session is left as it was.
+    pub fn update_session(&mut self, id: ClientId, update: Session) -> Result<(), SessionError> {
+        let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
+        let session = &mut client.session;
+        let mut keys = session.len();
+        let mut bytes = session_bytes(session);
+        for (key, value) in &update {
+            match session.get(key) {
+                Some(old) => bytes = bytes - old.len() + value.len(),
+                None => {
+                    keys += 1;
+                    bytes += key.len() + value.len();
+                }
+            }
+        }
+        if keys > MAX_SESSION_KEYS || bytes > MAX_SESSION_BYTES {
+            return Err(SessionError::TooBig { keys, bytes });
+        }
+        session.extend(update);
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! One telnet user's connection: reads lines into the router, writes its queue out as
+//! CRLF-terminated text. I/O only; what the lines mean is a worker's business.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use crate::connection::{Conn, End, Outgoing};
+use crate::router::RouterMsg;
+use crate::server::Context;
+use crate::stats::{bump, Counters};
+use crate::telnet::{TelnetDecoder, TelnetItem};
+
+/// How long the last line (`! disconnected: ...`) may take before the socket is cut.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+/// Bytes gathered from the queue into one write; bounds the write buffer.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Told to a user whose message found no worker and a full pending queue.
+pub const BUSY_LINE: &str = "! server busy, message not accepted";
+
+/// Serves one accepted telnet connection until it closes.
+pub async fn serve(ctx: Context, stream: TcpStream, peer: SocketAddr) {
+    let Some(conn) = Conn::open(&ctx, ClientKind::Telnet, peer.to_string()).await else {
+        return;
+    };
+    let span = tracing::info_span!("telnet", conn = %conn.id, %peer);
+    async move {
+        tracing::debug!("connected");
+        run(conn, stream).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(mut conn: Conn, stream: TcpStream) {
+    let ctx = conn.ctx().clone();
+    let kick = conn.kick_token();
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = FramedRead::new(rd, TelnetDecoder::new(ctx.config.max_line));
+    let end = {
+        let reader = read_lines(&mut lines, conn.id, &conn.own, &ctx);
+        let writer = write_queue(&mut wr, &mut conn.rx, conn.id, &ctx.counters);
+        tokio::select! {
+            end = reader => end,
+            end = writer => end,
+            end = Conn::stopped(&kick, &ctx.shutdown) => end,
+        }
+    };
+    let last = match end {
+        End::TooSlow => Some("! disconnected: too slow\r\n"),
+        End::Shutdown => Some("! server shutting down\r\n"),
+        _ => None,
+    };
+    let _ = tokio::time::timeout(LAST_WORDS, async {
+        if let Some(text) = last {
+            wr.write_all(text.as_bytes()).await?;
+        }
+        wr.shutdown().await
+    })
+    .await;
+    conn.close(&end).await;
+}
+
+async fn read_lines(
+    lines: &mut FramedRead<OwnedReadHalf, TelnetDecoder>,
+    id: ClientId,
+    own: &mpsc::Sender<Outgoing>,
+    ctx: &Context,
+) -> End {
+    let router: &mpsc::Sender<RouterMsg> = &ctx.router;
+    loop {
+        match lines.next().await {
+            None => return End::PeerClosed,
+            Some(Err(err)) => return End::Io(err),
+            Some(Ok(TelnetItem::Line(text))) => {
+                bump(&ctx.counters.messages_in);
+                if !Conn::inbound(router, id, Inbound::Line(text), 0).await {
+                    return End::Shutdown;
+                }
+            }
+            Some(Ok(TelnetItem::TooLong)) => {
+                bump(&ctx.counters.input_errors);
+                tracing::debug!(max = ctx.config.max_line, "line too long");
+                let text = format!("! line too long (max {} bytes)", ctx.config.max_line);
+                // Full means the client is not reading; it will be disconnected anyway.
+                let _ = own.try_send(Outgoing::Send(Arc::new(Outbound::Line(text))));
+            }
+        }
+    }
+}
+
+/// Writes queued items, batching whatever is ready into one write.
+async fn write_queue(
+    wr: &mut (impl AsyncWrite + Unpin),
+    rx: &mut mpsc::Receiver<Outgoing>,
+    id: ClientId,
+    counters: &Counters,
+) -> End {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut item = Some(first);
+        let mut close = false;
+        while let Some(next) = item.take() {
+            close = push(&mut buf, next, id, counters);
+            if close || buf.len() >= WRITE_BATCH {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        if let Err(err) = wr.write_all(&buf).await {
+            return End::Io(err);
+        }
+        if close {
+            return End::ClosedByWorker;
+        }
+    }
+    End::ClosedByWorker
+}
+
+/// Appends one item's bytes; returns `true` if the connection must close after them.
+fn push(buf: &mut Vec<u8>, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
+    let mut line = |text: &str| {
+        buf.extend_from_slice(text.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        bump(&counters.messages_out);
+    };
+    match item {
+        Outgoing::Send(body) => match &*body {
+            Outbound::Line(text) => line(text),
+            Outbound::Device(_) => {
+                tracing::warn!(conn = %id, "device frame for a telnet user ignored");
+                bump(&counters.dropped);
+            }
+        },
+        Outgoing::Busy { .. } => line(BUSY_LINE),
+        Outgoing::Close { farewell } => {
+            if let Some(Outbound::Line(text)) = farewell.as_deref() {
+                line(text);
+            }
+            return true;
+        }
+    }
+    false
+}
