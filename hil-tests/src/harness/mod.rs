@@ -1,0 +1,19 @@
+//! End-to-end test harness: the real binaries as child processes on loopback, driven by
+//! scripted telnet users and simulated devices.
+//!
+//! - [`bins`]: builds and locates `switchboard-gateway`, `switchboard-worker`, ...
+//! - [`Cluster`]: a gateway and a worker on free ports with a temp config and data dir.
+//! - [`TelnetUser`]: a user who sends lines and expects lines, with timeouts.
+//! - [`Proc`]: a child process with its log.
+//!
+//! It asserts by panicking with what it saw, like `assert!`: it is for tests only.
+
+mod bins;
+mod cluster;
+mod process;
+mod telnet;
+
+pub use bins::{bins, workspace_root, Bins};
+pub use cluster::{Cluster, ClusterOptions, START_TIMEOUT};
+pub use process::{tail, Proc, STOP_GRACE};
+pub use telnet::{Found, Matcher, TelnetUser, LINE_TIMEOUT};

@@ -1,0 +1,420 @@
+//! A scripted telnet user: connects, sends lines, and expects lines like a person reading
+//! the screen would.
+//!
+//! Expectations panic with everything the user saw, so a failing test says what arrived
+//! instead of what did not. Telnet negotiation from the server is stripped before lines
+//! are split; `\r\n` and `\n` both end a line.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How long an expected line may take. Generous for a loaded CI machine; a passing test
+/// never waits for it.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What an expected line must look like.
+pub enum Matcher {
+    /// Exactly this text (after `\r` is stripped).
+    Exact(String),
+    /// Any line satisfying the predicate; the string describes it for failure messages.
+    Pred(String, Box<dyn Fn(&str) -> bool + Send>),
+}
+
+impl Matcher {
+    /// Lines starting with `prefix`.
+    pub fn starts_with(prefix: &str) -> Self {
+        let p = prefix.to_owned();
+        Matcher::Pred(
+            format!("a line starting with {prefix:?}"),
+            Box::new(move |l| l.starts_with(&p)),
+        )
+    }
+
+    /// Lines containing `needle`.
+    pub fn contains(needle: &str) -> Self {
+        let n = needle.to_owned();
+        Matcher::Pred(
+            format!("a line containing {needle:?}"),
+            Box::new(move |l| l.contains(&n)),
+        )
+    }
+
+    /// Lines satisfying `f`, described as `what`.
+    pub fn pred(what: &str, f: impl Fn(&str) -> bool + Send + 'static) -> Self {
+        Matcher::Pred(what.to_owned(), Box::new(f))
+    }
+
+    /// Does `line` match?
+    pub fn matches(&self, line: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => s == line,
+            Matcher::Pred(_, f) => f(line),
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matcher::Exact(s) => write!(f, "{s:?}"),
+            Matcher::Pred(what, _) => f.write_str(what),
+        }
+    }
+}
+
+impl From<&str> for Matcher {
+    fn from(s: &str) -> Self {
+        Matcher::Exact(s.to_owned())
+    }
+}
+
+impl From<String> for Matcher {
+    fn from(s: String) -> Self {
+        Matcher::Exact(s)
+    }
+}
+
+/// The line that matched an expectation, and the lines read before it.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The matching line.
+    pub line: String,
+    /// Lines that came before it, oldest first.
+    pub skipped: Vec<String>,
+}
+
+/// One telnet connection.
+pub struct TelnetUser {
+    /// Label in failure messages: the nickname once logged in.
+    pub name: String,
+    /// The uid the server gave at login.
+    pub uid: Option<String>,
+    /// Default wait for an expected line.
+    pub timeout: Duration,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    /// Bytes after the last line end, negotiation already stripped.
+    partial: Vec<u8>,
+    lines: VecDeque<String>,
+    /// Every line read so far, for failure messages.
+    seen: Vec<String>,
+    iac: Iac,
+    closed: bool,
+}
+
+impl TelnetUser {
+    /// Connects to a telnet port.
+    pub async fn connect(addr: SocketAddr, name: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        Ok(Self {
+            name: name.to_owned(),
+            uid: None,
+            timeout: LINE_TIMEOUT,
+            reader,
+            writer,
+            partial: Vec::new(),
+            lines: VecDeque::new(),
+            seen: Vec::new(),
+            iac: Iac::Data,
+            closed: false,
+        })
+    }
+
+    /// The uid from [`TelnetUser::login`]; panics before it.
+    pub fn uid(&self) -> &str {
+        self.uid
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} is not logged in", self.name))
+    }
+
+    /// `NICK (UID)`, as others see this user.
+    pub fn tag(&self) -> String {
+        format!("{} ({})", self.name, self.uid())
+    }
+
+    /// Answers the nickname prompt with `nick`, reads the welcome line and returns the uid.
+    pub async fn login(&mut self, nick: &str) -> String {
+        self.expect_prompt(Matcher::pred("the nickname prompt", |l| {
+            l.to_ascii_lowercase().contains("nickname")
+        }))
+        .await;
+        self.send_line(nick).await;
+        self.name = nick.to_owned();
+        let prefix = format!("* welcome {nick}, your uid is ");
+        let found = self.expect_line(Matcher::starts_with(&prefix)).await;
+        let uid = found.line[prefix.len()..].to_owned();
+        assert!(!uid.is_empty(), "{nick}: empty uid in {:?}", found.line);
+        self.uid = Some(uid.clone());
+        uid
+    }
+
+    /// Sends `text` and a CRLF.
+    pub async fn send_line(&mut self, text: &str) {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.send_raw(&bytes).await;
+    }
+
+    /// Sends bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.writer.write_all(bytes).await {
+            panic!(
+                "{}: sending {} bytes: {e}\n{}",
+                self.name,
+                bytes.len(),
+                self.history()
+            );
+        }
+    }
+
+    /// Reads the next line, waiting up to `limit`. `Ok(None)` on timeout, `Err` when the
+    /// server closed the connection.
+    pub async fn read_line(&mut self, limit: Duration) -> std::io::Result<Option<String>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.lines.pop_front() {
+                self.seen.push(line.clone());
+                return Ok(Some(line));
+            }
+            if self.closed {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads lines until one matches, within the user's timeout; panics with every line
+    /// seen if none does.
+    pub async fn expect_line(&mut self, m: impl Into<Matcher>) -> Found {
+        let limit = self.timeout;
+        self.expect_line_within(m, limit).await
+    }
+
+    /// [`TelnetUser::expect_line`] with an explicit timeout.
+    pub async fn expect_line_within(&mut self, m: impl Into<Matcher>, limit: Duration) -> Found {
+        let m = m.into();
+        let deadline = Instant::now() + limit;
+        let mut skipped = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_line(left).await {
+                Ok(Some(line)) if m.matches(&line) => return Found { line, skipped },
+                Ok(Some(line)) => skipped.push(line),
+                Ok(None) => panic!(
+                    "{}: no line matching {m} within {limit:?}\n{}",
+                    self.name,
+                    self.history()
+                ),
+                Err(e) => panic!(
+                    "{}: connection closed ({e}) while waiting for {m}\n{}",
+                    self.name,
+                    self.history()
+                ),
+            }
+        }
+    }
+
+    /// Like [`TelnetUser::expect_line`], but also accepts a prompt: text without a line end
+    /// that matches once nothing more arrives for a moment.
+    pub async fn expect_prompt(&mut self, m: impl Into<Matcher>) -> Found {
+        let m = m.into();
+        let deadline = Instant::now() + self.timeout;
+        let mut skipped = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A short read lets a newline-less prompt be checked once the server paused.
+            match self.read_line(left.min(Duration::from_millis(200))).await {
+                Ok(Some(line)) if m.matches(&line) => return Found { line, skipped },
+                Ok(Some(line)) => skipped.push(line),
+                Ok(None) => {
+                    let partial = String::from_utf8_lossy(&self.partial).into_owned();
+                    if !partial.is_empty() && m.matches(&partial) {
+                        self.partial.clear();
+                        self.seen.push(format!("{partial}<no line end>"));
+                        return Found {
+                            line: partial,
+                            skipped,
+                        };
+                    }
+                    if left.is_zero() {
+                        panic!(
+                            "{}: no prompt matching {m} within {:?}\n{}",
+                            self.name,
+                            self.timeout,
+                            self.history()
+                        );
+                    }
+                }
+                Err(e) => panic!(
+                    "{}: connection closed ({e}) while waiting for prompt {m}\n{}",
+                    self.name,
+                    self.history()
+                ),
+            }
+        }
+    }
+
+    /// Panics if any line arrives within `dur`.
+    pub async fn expect_silence(&mut self, dur: Duration) {
+        self.expect_no_line(dur, Matcher::pred("any line", |_| true))
+            .await;
+    }
+
+    /// Reads for `dur` and panics if a line matching `m` arrives; returns the lines read.
+    pub async fn expect_no_line(&mut self, dur: Duration, m: impl Into<Matcher>) -> Vec<String> {
+        let m = m.into();
+        let deadline = Instant::now() + dur;
+        let mut read = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_line(left).await {
+                Ok(Some(line)) if m.matches(&line) => panic!(
+                    "{}: got {line:?}, which should not arrive (no {m} expected)\n{}",
+                    self.name,
+                    self.history()
+                ),
+                Ok(Some(line)) => read.push(line),
+                Ok(None) | Err(_) => return read,
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the server to close the connection; returns the lines read.
+    pub async fn expect_closed(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut read = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_line(left).await {
+                Ok(Some(line)) => read.push(line),
+                Ok(None) => panic!(
+                    "{}: still open after {limit:?}\n{}",
+                    self.name,
+                    self.history()
+                ),
+                Err(_) => return read,
+            }
+        }
+    }
+
+    /// `true` once the server closed the connection (as far as reads so far show).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Every line seen, numbered, plus any unterminated text: the body of failure messages.
+    pub fn history(&self) -> String {
+        let mut out = format!("--- {} saw {} lines:\n", self.name, self.seen.len());
+        for (i, l) in self.seen.iter().enumerate() {
+            out.push_str(&format!("{i:4}: {l:?}\n"));
+        }
+        if !self.partial.is_empty() {
+            out.push_str(&format!(
+                "  +: {:?} (no line end)\n",
+                String::from_utf8_lossy(&self.partial)
+            ));
+        }
+        if self.closed {
+            out.push_str("  (connection closed)\n");
+        }
+        out
+    }
+
+    /// Reads once from the socket into `partial` and `lines`.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        let mut buf = [0u8; 4096];
+        let n = self.reader.read(&mut buf).await?;
+        if n == 0 {
+            self.closed = true;
+            return Ok(());
+        }
+        for &b in &buf[..n] {
+            if let Some(b) = self.iac.feed(b) {
+                if b == b'\n' {
+                    let mut raw = std::mem::take(&mut self.partial);
+                    if raw.last() == Some(&b'\r') {
+                        raw.pop();
+                    }
+                    self.lines
+                        .push_back(String::from_utf8_lossy(&raw).into_owned());
+                } else {
+                    self.partial.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TelnetUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelnetUser")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Telnet command parser state (RFC 854): strips IAC sequences from the server's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Iac {
+    Data,
+    /// After IAC.
+    Command,
+    /// After IAC WILL/WONT/DO/DONT: one option byte follows.
+    Option,
+    /// Inside IAC SB ... IAC SE.
+    Sub,
+    /// After IAC inside a subnegotiation.
+    SubCommand,
+}
+
+const IAC: u8 = 255;
+const SB: u8 = 250;
+const SE: u8 = 240;
+
+impl Iac {
+    /// Feeds one byte; returns it if it is data.
+    fn feed(&mut self, b: u8) -> Option<u8> {
+        let (next, out) = match (*self, b) {
+            (Iac::Data, IAC) => (Iac::Command, None),
+            (Iac::Data, b) => (Iac::Data, Some(b)),
+            (Iac::Command, IAC) => (Iac::Data, Some(IAC)),
+            (Iac::Command, SB) => (Iac::Sub, None),
+            (Iac::Command, 251..=254) => (Iac::Option, None),
+            (Iac::Command, _) => (Iac::Data, None),
+            (Iac::Option, _) => (Iac::Data, None),
+            (Iac::Sub, IAC) => (Iac::SubCommand, None),
+            (Iac::Sub, _) => (Iac::Sub, None),
+            (Iac::SubCommand, SE) => (Iac::Data, None),
+            (Iac::SubCommand, _) => (Iac::Sub, None),
+        };
+        *self = next;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iac_sequences_are_stripped() {
+        let input = b"a\xff\xfb\x01b\xff\xff\xff\xfa\x18\x01\xff\xf0c\xff\xf1d";
+        let mut s = Iac::Data;
+        let out: Vec<u8> = input.iter().filter_map(|&b| s.feed(b)).collect();
+        assert_eq!(out, b"ab\xffcd");
+    }
+}
