@@ -7,8 +7,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod config;
+pub mod gateway_api;
+pub mod handler;
+mod link;
+pub mod runtime;
+mod session;
 pub mod store;
 
+pub use chat::Chat;
 pub use config::{ConfigError, StoreKind, WorkerConfig};
+pub use gateway_api::{Gateway, GatewayError};
+pub use handler::{Context, Handler, HandlerError, HandlerResult};
+pub use runtime::{run, WorkerError};
 pub use store::{SledStore, Store, StoreError};

@@ -1,1 +1,106 @@
-fn main() {}
+//! `switchboard-worker`: runs the chat on the worker library. Parses the CLI, starts
+//! logging, loads the config, opens the store and calls [`worker::run`] until SIGINT or
+//! SIGTERM. No logic of its own.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser};
+use tracing_subscriber::EnvFilter;
+use worker::{Chat, SledStore, WorkerConfig};
+
+/// Looked for in the working directory when `-c` is not given.
+const DEFAULT_CONFIG: &str = "switchboard.toml";
+
+/// Switchboard worker: links to the gateways and runs the chat.
+#[derive(Parser, Debug)]
+#[command(name = "switchboard-worker", version)]
+struct Cli {
+    /// Config file (its `[worker]` section). Default: ./switchboard.toml if present, else built-in defaults.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More logging: -v debug, -vv trace. RUST_LOG overrides.
+    #[arg(short, action = ArgAction::Count)]
+    verbose: u8,
+    /// Gateway to link to (its worker_listen address); repeat for several. Replaces the file's list.
+    #[arg(long = "gateway", value_name = "ADDR")]
+    gateways: Vec<String>,
+    /// Shared secret of the gateways.
+    #[arg(long)]
+    secret: Option<String>,
+    /// The store's data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Name for the gateways' logs (default worker-PID).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colours only for a person at a terminal, not in the supervisor's log file.
+    let ansi = std::io::stdout().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<WorkerConfig> {
+    let mut config = match &cli.config {
+        Some(path) => WorkerConfig::load(path)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => WorkerConfig::load(Path::new(DEFAULT_CONFIG))?,
+        None => WorkerConfig::default(),
+    };
+    if !cli.gateways.is_empty() {
+        config.gateways = cli.gateways.clone();
+    }
+    if let Some(secret) = &cli.secret {
+        config.secret = secret.clone();
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(name) = &cli.name {
+        config.name = name.clone();
+    }
+    Ok(config)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers; stop me with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = term.recv() => tracing::info!("SIGTERM"),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    let store = SledStore::open(&config.data_dir).context("cannot open the store")?;
+    worker::run(config, Arc::new(store), Chat::new(), shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

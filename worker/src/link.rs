@@ -1,0 +1,255 @@
+//! One worker's link to one gateway: connect, `Hello`, wait for `Welcome`, then a reader
+//! (events to the runtime, replies to their queries) and a writer (the link's queue).
+//!
+//! A gateway that is down, refuses us, or drops the link is retried forever with backoff
+//! (100 ms doubling to 5 s); a worker never exits because a gateway is away. This module
+//! moves messages only: what an event means is the runtime's and the handler's business.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use protocol::link::{GatewayToWorker, WorkerToGateway, Event, LINK_VERSION, MAX_LINK_FRAME};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway_api::{Gateway, LINK_QUEUE};
+
+/// First retry delay after a failure; short so a restarted gateway is re-linked at once.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay: a gateway coming back is linked within this, and a dead one costs
+/// one connection attempt per period.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A TCP connect that takes longer than this is treated as a failure (host unreachable).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The gateway answers `Hello` from memory; no answer in this long means something else
+/// is listening on the port, or the gateway is stuck.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a `Refused` (wrong secret, version skew) retrying fast cannot help: an operator
+/// has to fix a config, so retry at the slowest pace and keep the log readable.
+pub const REFUSED_RETRY: Duration = MAX_BACKOFF;
+/// How long a closing link waits for its writer to send what is queued (acks, commands).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Transport = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// An event read from a link, with the way back to that link for its ack.
+pub(crate) struct Delivery {
+    /// The gateway it came from.
+    pub(crate) gateway: u16,
+    /// The gateway's event id, echoed in the ack.
+    pub(crate) id: u64,
+    pub(crate) event: Event,
+    /// The queue of the connection the event came on; the ack must go back on it.
+    pub(crate) ack: mpsc::Sender<WorkerToGateway>,
+}
+
+/// What the link needs to introduce itself.
+#[derive(Clone)]
+pub(crate) struct LinkParams {
+    pub(crate) addr: String,
+    pub(crate) secret: String,
+    pub(crate) name: String,
+}
+
+/// Why a connection attempt or a link ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("no answer to hello within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("undecodable message: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("gateway closed the link")]
+    Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("gateway speaks link version {0}, we speak {LINK_VERSION}")]
+    Version(u16),
+    #[error("unexpected first message {0:?}")]
+    Unexpected(Box<GatewayToWorker>),
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_LINK_FRAME).new_codec()
+}
+
+/// Runs one link until `cancel`: connects, serves, reconnects.
+pub(crate) async fn run_link(
+    params: LinkParams,
+    gateway: Gateway,
+    events: mpsc::Sender<Delivery>,
+    cancel: CancellationToken,
+) {
+    let addr = params.addr.as_str();
+    let mut backoff = INITIAL_BACKOFF;
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return,
+            attempt = handshake(&params) => attempt,
+        };
+        let delay = match attempt {
+            Ok((transport, id)) => {
+                backoff = INITIAL_BACKOFF;
+                failures = 0;
+                if serve(transport, id, addr, &gateway, &events, &cancel).await.is_none() {
+                    return;
+                }
+                INITIAL_BACKOFF
+            }
+            Err(LinkError::Refused(reason)) => {
+                tracing::error!(addr, reason = %reason, "gateway refused this worker; check the secret and versions");
+                REFUSED_RETRY
+            }
+            Err(err) => {
+                failures += 1;
+                // The first failure is news; the next ones while it stays down are noise.
+                if failures == 1 {
+                    tracing::warn!(addr, cause = %err, "cannot link to gateway; retrying");
+                } else {
+                    tracing::debug!(addr, cause = %err, failures, "cannot link to gateway");
+                }
+                let delay = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                delay
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Connects and exchanges `Hello`/`Welcome`; returns the transport and the gateway's id.
+async fn handshake(params: &LinkParams) -> Result<(Transport, u16), LinkError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&params.addr))
+        .await
+        .map_err(|_| LinkError::ConnectTimeout(CONNECT_TIMEOUT))??;
+    stream.set_nodelay(true)?;
+    let mut transport = Framed::new(stream, codec());
+    let hello = WorkerToGateway::Hello {
+        version: LINK_VERSION,
+        secret: params.secret.clone(),
+        name: params.name.clone(),
+    };
+    transport.send(Bytes::from(postcard::to_allocvec(&hello)?)).await?;
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.next())
+        .await
+        .map_err(|_| LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+        .ok_or(LinkError::Closed)??;
+    match postcard::from_bytes::<GatewayToWorker>(&first)? {
+        GatewayToWorker::Welcome { version, gateway } if version == LINK_VERSION => Ok((transport, gateway)),
+        GatewayToWorker::Welcome { version, .. } => Err(LinkError::Version(version)),
+        GatewayToWorker::Refused { reason } => Err(LinkError::Refused(reason)),
+        other => Err(LinkError::Unexpected(Box::new(other))),
+    }
+}
+
+/// Serves a linked connection until it breaks (`Some(())`: reconnect) or `cancel` (`None`).
+async fn serve(
+    transport: Transport,
+    id: u16,
+    addr: &str,
+    gateway: &Gateway,
+    events: &mpsc::Sender<Delivery>,
+    cancel: &CancellationToken,
+) -> Option<()> {
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let serial = gateway.register(id, tx.clone());
+    tracing::info!(gateway = id, addr, "worker linked");
+    let (sink, stream) = transport.split();
+    let mut writer = tokio::spawn(write_loop(sink, rx));
+    let ended = tokio::select! {
+        ended = read_loop(stream, id, &tx, gateway, events, cancel) => ended,
+        written = &mut writer => match written {
+            Ok(Err(err)) => Some(err),
+            _ => Some(LinkError::Closed),
+        },
+    };
+    gateway.unregister(id, serial);
+    drop(tx);
+    match ended {
+        Some(err) => {
+            tracing::warn!(gateway = id, addr, cause = %err, "link to gateway lost; reconnecting");
+            writer.abort();
+            Some(())
+        }
+        None => {
+            // Shutting down: the writer ends once the last queue sender (acks held by the
+            // runtime, commands in flight) is gone and what was queued is written.
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+                tracing::warn!(gateway = id, "link writer did not drain in time");
+                writer.abort();
+            }
+            tracing::info!(gateway = id, addr, "link closed");
+            None
+        }
+    }
+}
+
+/// Reads until the link breaks (`Some(cause)`) or `cancel` (`None`).
+async fn read_loop(
+    mut stream: SplitStream<Transport>,
+    id: u16,
+    tx: &mpsc::Sender<WorkerToGateway>,
+    gateway: &Gateway,
+    events: &mpsc::Sender<Delivery>,
+    cancel: &CancellationToken,
+) -> Option<LinkError> {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            frame = stream.next() => frame,
+        };
+        let bytes = match frame {
+            None => return Some(LinkError::Closed),
+            Some(Err(err)) => return Some(LinkError::Io(err)),
+            Some(Ok(bytes)) => bytes,
+        };
+        match postcard::from_bytes::<GatewayToWorker>(&bytes) {
+            Err(err) => return Some(LinkError::Decode(err)),
+            Ok(GatewayToWorker::Event { id: event_id, event }) => {
+                let delivery = Delivery { gateway: id, id: event_id, event, ack: tx.clone() };
+                // Waits while the runtime is EVENT_QUEUE events behind: backpressure through
+                // TCP to the gateway, which holds its own bounded queue.
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return None,
+                    sent = events.send(delivery) => if sent.is_err() { return None },
+                }
+            }
+            Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),
+            Ok(other) => tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link"),
+        }
+    }
+}
+
+/// Writes the link's queue to the socket, flushing whenever the queue runs empty.
+async fn write_loop(
+    mut sink: SplitSink<Transport, Bytes>,
+    mut rx: mpsc::Receiver<WorkerToGateway>,
+) -> Result<(), LinkError> {
+    while let Some(msg) = rx.recv().await {
+        let bytes = postcard::to_allocvec(&msg)?;
+        if bytes.len() > MAX_LINK_FRAME {
+            // The gateway would close the link on it; drop this one message instead.
+            tracing::error!(len = bytes.len(), "link message over MAX_LINK_FRAME dropped");
+            continue;
+        }
+        sink.feed(Bytes::from(bytes)).await?;
+        if rx.is_empty() {
+            sink.flush().await?;
+        }
+    }
+    sink.close().await?;
+    Ok(())
+}

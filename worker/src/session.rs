@@ -1,0 +1,125 @@
+//! The worker's cache of sessions it changed, so back-to-back events of one client see
+//! each other's updates even when the gateway sent the second event before it applied the
+//! first one's `SetSession`.
+//!
+//! Entries exist only for clients whose events this worker handles (the current event's
+//! client, or one already cached) and are dropped when the client's `Close` was handled.
+//! A change made to such a client by *another* worker is not seen here until the client
+//! closes; with one worker per client (the gateway's routing) that does not happen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use protocol::link::{ClientId, Session};
+
+#[derive(Default)]
+struct State {
+    /// The client whose event is being handled, with the session the gateway sent.
+    current: Option<(ClientId, Session)>,
+    /// Sessions this worker changed, newer than what the gateway sends with events.
+    changed: HashMap<ClientId, Session>,
+}
+
+/// Shared by the runtime (which sets the current event) and the `Gateway` handle (whose
+/// `set_session` / `update_session` write through it).
+#[derive(Default)]
+pub(crate) struct SessionCache {
+    state: Mutex<State>,
+}
+
+impl SessionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a consistent map (every write is one
+        // insert or remove), so a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An event of `client` carrying `session` is about to be handled.
+    pub(crate) fn begin(&self, client: ClientId, session: Session) {
+        self.lock().current = Some((client, session));
+    }
+
+    /// The event is handled; `closed` drops the client's entry.
+    pub(crate) fn end(&self, client: ClientId, closed: bool) {
+        let mut state = self.lock();
+        state.current = None;
+        if closed {
+            state.changed.remove(&client);
+        }
+    }
+
+    /// The freshest session known for `client`, if this worker tracks it.
+    pub(crate) fn get(&self, client: ClientId) -> Option<Session> {
+        let state = self.lock();
+        if let Some(session) = state.changed.get(&client) {
+            return Some(session.clone());
+        }
+        match &state.current {
+            Some((current, session)) if *current == client => Some(session.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records a `SetSession` (`merge == false`) or `UpdateSession` for a tracked client;
+    /// does nothing for others.
+    pub(crate) fn write(&self, client: ClientId, session: &Session, merge: bool) {
+        let mut state = self.lock();
+        let base = match (state.changed.get(&client), &state.current) {
+            (Some(cached), _) => cached.clone(),
+            (None, Some((current, sent))) if *current == client => sent.clone(),
+            _ => return,
+        };
+        let new = if merge {
+            let mut merged = base;
+            merged.extend(session.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged
+        } else {
+            session.clone()
+        };
+        state.changed.insert(client, new);
+    }
+
+    /// Number of cached sessions (for tests and stats).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().changed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(pairs: &[(&str, &str)]) -> Session {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_change_outlives_the_event_and_beats_the_gateways_copy() {
+        let cache = SessionCache::default();
+        let a = ClientId::new(1, 1);
+        cache.begin(a, session(&[("x", "1")]));
+        cache.write(a, &session(&[("nick", "al")]), true);
+        assert_eq!(cache.get(a), Some(session(&[("nick", "al"), ("x", "1")])));
+        cache.end(a, false);
+        // The gateway's copy in the next event predates the update.
+        cache.begin(a, session(&[("x", "1")]));
+        assert_eq!(cache.get(a), Some(session(&[("nick", "al"), ("x", "1")])));
+        cache.write(a, &session(&[("y", "2")]), false);
+        assert_eq!(cache.get(a), Some(session(&[("y", "2")])));
+        cache.end(a, true);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn untracked_clients_are_not_cached() {
+        let cache = SessionCache::default();
+        let (a, b) = (ClientId::new(1, 1), ClientId::new(1, 2));
+        cache.begin(a, Session::new());
+        cache.write(b, &session(&[("k", "v")]), false);
+        assert_eq!(cache.get(b), None);
+        assert_eq!(cache.len(), 0);
+        cache.end(a, false);
+        assert_eq!(cache.get(a), None);
+    }
+}
