@@ -228,7 +228,9 @@ impl Router {
 
     /// Tries to queue `event` to its worker; gives it back if there is none or it is full.
     fn try_hand(&self, event: Event) -> Option<Event> {
-        let worker = self.worker_for(event.client())?;
+        let Some(worker) = self.worker_for(event.client()) else {
+            return Some(event);
+        };
         match worker.tx.try_send(LinkOut::Event(event)) {
             Ok(()) => None,
             Err(TrySendError::Full(LinkOut::Event(event)))
