@@ -34,7 +34,11 @@ impl Router {
                 }
                 self.broadcast(ids, &Arc::new(body));
             }
-            Command::SendToGroup { groups, body, exclude } => {
+            Command::SendToGroup {
+                groups,
+                body,
+                exclude,
+            } => {
                 let mut ids = BTreeSet::new();
                 for group in &groups {
                     if let Some(members) = self.registry.group_members(group) {
@@ -101,7 +105,9 @@ impl Router {
             let Some(client) = self.registry.get(id) else {
                 continue;
             };
-            if accepts(client.handle.kind, body) && !client.handle.offer(id, Outgoing::Send(body.clone())) {
+            if accepts(client.handle.kind, body)
+                && !client.handle.offer(id, Outgoing::Send(body.clone()))
+            {
                 bump(&self.counters.dropped);
             }
         }
@@ -114,9 +120,13 @@ impl Router {
         match query {
             Query::IsOnline(id) => Reply::Bool(reg.get(id).is_some()),
             Query::IsUidOnline(uid) => Reply::Bool(reg.uid_members(&uid).is_some()),
-            Query::ClientIdsByUid(uid) => {
-                Reply::Clients(reg.uid_members(&uid).into_iter().flatten().copied().collect())
-            }
+            Query::ClientIdsByUid(uid) => Reply::Clients(
+                reg.uid_members(&uid)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect(),
+            ),
             Query::UidByClientId(id) => Reply::Uid(reg.get(id).and_then(|c| c.uid.clone())),
             Query::ClientCount(None) => Reply::Count(reg.len() as u64),
             Query::ClientCount(Some(group)) => {
@@ -128,9 +138,12 @@ impl Router {
             Query::UidCount => Reply::Count(reg.uids().count() as u64),
             Query::Groups => Reply::Groups(sorted(reg.groups())),
             Query::GetSession(id) => Reply::Session(reg.get(id).map(|c| c.session.clone())),
-            Query::Sessions(None) => {
-                Reply::Sessions(reg.iter().map(|(id, _)| id).filter_map(|id| self.info(*id)).collect())
-            }
+            Query::Sessions(None) => Reply::Sessions(
+                reg.iter()
+                    .map(|(id, _)| id)
+                    .filter_map(|id| self.info(*id))
+                    .collect(),
+            ),
             Query::Sessions(Some(group)) => {
                 Reply::Sessions(members(&group).filter_map(|id| self.info(id)).collect())
             }

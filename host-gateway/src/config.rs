@@ -219,6 +219,9 @@ mod tests {
         let path = dir.path().join("zero.toml");
         std::fs::write(&path, "[gateway]\nclient_queue = 0\n").expect("write");
         let text = GatewayConfig::load(&path).expect_err("refused").to_string();
-        assert!(text.contains("zero.toml") && text.contains("client_queue"), "{text}");
+        assert!(
+            text.contains("zero.toml") && text.contains("client_queue"),
+            "{text}"
+        );
     }
 }

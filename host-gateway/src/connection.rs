@@ -138,8 +138,16 @@ impl Conn {
 
     /// Hands a message from the client to the router; waits if the router is busy, which
     /// slows this client's reading and nobody else's. `false` when the router is gone.
-    pub async fn inbound(router: &mpsc::Sender<RouterMsg>, id: ClientId, body: Inbound, seq: u16) -> bool {
-        router.send(RouterMsg::Inbound { id, body, seq }).await.is_ok()
+    pub async fn inbound(
+        router: &mpsc::Sender<RouterMsg>,
+        id: ClientId,
+        body: Inbound,
+        seq: u16,
+    ) -> bool {
+        router
+            .send(RouterMsg::Inbound { id, body, seq })
+            .await
+            .is_ok()
     }
 
     /// Resolves when the connection must stop from outside: kicked or shutdown.
@@ -162,6 +170,10 @@ impl Conn {
             End::Io(_) | End::TooSlow => tracing::info!(conn = %self.id, reason = %end, "closed"),
             _ => tracing::debug!(conn = %self.id, reason = %end, "closed"),
         }
-        let _ = self.ctx.router.send(RouterMsg::Closed { id: self.id }).await;
+        let _ = self
+            .ctx
+            .router
+            .send(RouterMsg::Closed { id: self.id })
+            .await;
     }
 }

@@ -129,7 +129,10 @@ async fn write_queue(
     id: ClientId,
     counters: &Counters,
 ) -> End {
-    let mut encoder = Encoder { seq: 0, buf: Vec::new() };
+    let mut encoder = Encoder {
+        seq: 0,
+        buf: Vec::new(),
+    };
     while let Some(first) = rx.recv().await {
         encoder.buf.clear();
         let mut item = Some(first);
@@ -164,7 +167,10 @@ impl Encoder {
         match item {
             Outgoing::Send(body) => self.body(&body, id, counters),
             Outgoing::Busy { seq } => {
-                let report = ErrorReport { code: ErrorCode::Busy, seq };
+                let report = ErrorReport {
+                    code: ErrorCode::Busy,
+                    seq,
+                };
                 self.frame(&HostMsg::Error(report), id, counters);
             }
             Outgoing::Close { farewell } => {

@@ -45,7 +45,10 @@ struct Cli {
 fn parse_serial(arg: &str) -> Result<SerialConfig, String> {
     if let Some((path, baud)) = arg.rsplit_once(':') {
         if let Ok(baud) = baud.parse::<u32>() {
-            return Ok(SerialConfig { path: path.into(), baud });
+            return Ok(SerialConfig {
+                path: path.into(),
+                baud,
+            });
         }
     }
     if arg.is_empty() {
@@ -60,7 +63,9 @@ fn parse_serial(arg: &str) -> Result<SerialConfig, String> {
 fn load_config(cli: &Cli) -> anyhow::Result<GatewayConfig> {
     let mut config = match &cli.config {
         Some(path) => GatewayConfig::load(path)?,
-        None if Path::new(DEFAULT_CONFIG).exists() => GatewayConfig::load(Path::new(DEFAULT_CONFIG))?,
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            GatewayConfig::load(Path::new(DEFAULT_CONFIG))?
+        }
         None => GatewayConfig::default(),
     };
     if let Some(id) = cli.id {
@@ -121,7 +126,9 @@ async fn main() -> anyhow::Result<()> {
         ("device", &listeners.device),
         ("worker", &listeners.worker),
     ] {
-        let addr = listener.local_addr().context("reading a listener's address")?;
+        let addr = listener
+            .local_addr()
+            .context("reading a listener's address")?;
         tracing::info!("listening {what}={addr}");
     }
     for port in &config.serial {

@@ -155,21 +155,39 @@ impl Router {
             RouterMsg::Opened { id, peer, handle } => {
                 let kind = handle.kind;
                 self.registry.insert(id, handle);
-                self.emit(Event::Connect { client: id, kind, peer }, None);
+                self.emit(
+                    Event::Connect {
+                        client: id,
+                        kind,
+                        peer,
+                    },
+                    None,
+                );
             }
             RouterMsg::Inbound { id, body, seq } => {
                 let Some(client) = self.registry.get(id) else {
                     return;
                 };
                 let session = client.session.clone();
-                let event = Event::Message { client: id, session, body };
+                let event = Event::Message {
+                    client: id,
+                    session,
+                    body,
+                };
                 self.emit(event, Some(seq));
             }
             RouterMsg::Closed { id } => {
                 if let Some(client) = self.registry.remove(id) {
                     let uid = client.uid;
                     let session = client.session;
-                    self.emit(Event::Close { client: id, uid, session }, None);
+                    self.emit(
+                        Event::Close {
+                            client: id,
+                            uid,
+                            session,
+                        },
+                        None,
+                    );
                 }
             }
             RouterMsg::WorkerUp(worker) if worker.monitor => {

@@ -41,7 +41,9 @@ pub async fn keep_open(ctx: Context, port: SerialConfig) {
                 backoff = BACKOFF_MIN;
                 failures = 0;
                 tracing::info!(parent: &span, baud = port.baud, "serial port open");
-                let end = device_conn::serve(ctx.clone(), stream, ClientKind::DeviceSerial, path.clone()).await;
+                let end =
+                    device_conn::serve(ctx.clone(), stream, ClientKind::DeviceSerial, path.clone())
+                        .await;
                 match end {
                     Some(end) => tracing::info!(parent: &span, reason = %end, "serial port closed"),
                     None => return, // the gateway is stopping

@@ -61,11 +61,13 @@ impl Listeners {
     /// Binds the addresses in `config`.
     pub async fn bind(config: &GatewayConfig) -> Result<Listeners, GatewayError> {
         async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, GatewayError> {
-            TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind {
-                what,
-                addr: addr.to_owned(),
-                source,
-            })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what,
+                    addr: addr.to_owned(),
+                    source,
+                })
         }
         Ok(Listeners {
             telnet: bind("telnet", &config.telnet_listen).await?,
@@ -95,7 +97,10 @@ pub struct Context {
 impl Context {
     /// A fresh client id; connection numbers start at 1 and never repeat.
     pub fn next_client_id(&self) -> ClientId {
-        ClientId::new(self.config.id, self.next_conn.fetch_add(1, Ordering::Relaxed))
+        ClientId::new(
+            self.config.id,
+            self.next_conn.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
     /// A fresh worker link id.
@@ -129,17 +134,28 @@ pub async fn run(
     let router = Router::new(&ctx.config, counters);
     let router_task = tokio::spawn(router.run(router_rx, token.clone()));
 
-    ctx.tracker.spawn(accept_loop(ctx.clone(), listeners.telnet, "telnet", |ctx, stream, peer| {
-        telnet_conn::serve(ctx, stream, peer)
-    }));
-    ctx.tracker.spawn(accept_loop(ctx.clone(), listeners.device, "device", |ctx, stream, peer| {
-        device_conn::serve_tcp(ctx, stream, peer)
-    }));
-    ctx.tracker.spawn(accept_loop(ctx.clone(), listeners.worker, "worker", |ctx, stream, peer| {
-        let link = ctx.next_link_id();
-        let span = tracing::info_span!("worker", link, %peer);
-        worker_link::serve(ctx, stream, link).instrument(span)
-    }));
+    ctx.tracker.spawn(accept_loop(
+        ctx.clone(),
+        listeners.telnet,
+        "telnet",
+        telnet_conn::serve,
+    ));
+    ctx.tracker.spawn(accept_loop(
+        ctx.clone(),
+        listeners.device,
+        "device",
+        device_conn::serve_tcp,
+    ));
+    ctx.tracker.spawn(accept_loop(
+        ctx.clone(),
+        listeners.worker,
+        "worker",
+        |ctx, stream, peer| {
+            let link = ctx.next_link_id();
+            let span = tracing::info_span!("worker", link, %peer);
+            worker_link::serve(ctx, stream, link).instrument(span)
+        },
+    ));
     for port in ctx.config.serial.iter().cloned() {
         ctx.tracker.spawn(serial::keep_open(ctx.clone(), port));
     }
@@ -151,7 +167,10 @@ pub async fn run(
     tracing::info!("shutting down");
     token.cancel();
     ctx.tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, ctx.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, ctx.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not close in time");
     }
     let _ = router_task.await;

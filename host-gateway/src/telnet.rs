@@ -128,7 +128,9 @@ impl TelnetDecoder {
             return None;
         }
         let line = std::mem::take(&mut self.line);
-        Some(TelnetItem::Line(String::from_utf8_lossy(&line).into_owned()))
+        Some(TelnetItem::Line(
+            String::from_utf8_lossy(&line).into_owned(),
+        ))
     }
 }
 
@@ -202,14 +204,18 @@ mod tests {
     #[test]
     fn negotiation_is_stripped() {
         // IAC DO ECHO, IAC WILL SGA, IAC SB TTYPE IS "xterm" IAC SE, IAC NOP, IAC IAC.
-        let bytes: &[u8] = b"\xff\xfd\x01he\xff\xfb\x03llo\xff\xfa\x18\x00xterm\xff\xf0 w\xff\xf1o\xff\xffx\r\n";
+        let bytes: &[u8] =
+            b"\xff\xfd\x01he\xff\xfb\x03llo\xff\xfa\x18\x00xterm\xff\xf0 w\xff\xf1o\xff\xffx\r\n";
         let items = decode_all(100, &[bytes]);
         assert_eq!(items, vec![line("hello wo\u{fffd}x")]);
     }
 
     #[test]
     fn negotiation_split_across_reads() {
-        let items = decode_all(100, &[b"a\xff", b"\xfd", b"\x01b\xff\xfa", b"xx\xff", b"\xf0c\n"]);
+        let items = decode_all(
+            100,
+            &[b"a\xff", b"\xfd", b"\x01b\xff\xfa", b"xx\xff", b"\xf0c\n"],
+        );
         assert_eq!(items, vec![line("abc")]);
     }
 

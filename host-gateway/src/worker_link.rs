@@ -94,8 +94,14 @@ async fn handshake(ctx: &Context, framed: &mut Link) -> Result<(String, bool), R
         Ok(Some(Ok(bytes))) => bytes,
     };
     let (version, secret, name, monitor) = match postcard::from_bytes(&first) {
-        Ok(WorkerToGateway::Hello { version, secret, name }) => (version, secret, name, false),
-        Ok(WorkerToGateway::Monitor { version, secret }) => (version, secret, "monitor".into(), true),
+        Ok(WorkerToGateway::Hello {
+            version,
+            secret,
+            name,
+        }) => (version, secret, name, false),
+        Ok(WorkerToGateway::Monitor { version, secret }) => {
+            (version, secret, "monitor".into(), true)
+        }
         _ => return Err(Refusal::Refuse("expected Hello".into())),
     };
     if version != LINK_VERSION {
@@ -119,7 +125,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn send(framed: &mut Link, msg: &GatewayToWorker) -> Result<(), String> {
     let bytes = postcard::to_allocvec(msg).map_err(|e| e.to_string())?;
-    framed.send(Bytes::from(bytes)).await.map_err(|e| e.to_string())
+    framed
+        .send(Bytes::from(bytes))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Feeds the worker's commands and queries to the router, in order. Returns why it stopped.

@@ -30,13 +30,20 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     let master = new_pty(&link);
 
     let config = GatewayConfig {
-        serial: vec![SerialConfig { path: link.clone(), baud: 115_200 }],
+        serial: vec![SerialConfig {
+            path: link.clone(),
+            baud: 115_200,
+        }],
         ..test_config()
     };
     let gw = Gateway::start_with(config).await;
     let mut worker = gw.worker().await;
     let first = match worker.event().await {
-        Event::Connect { client, kind: ClientKind::DeviceSerial, peer } => {
+        Event::Connect {
+            client,
+            kind: ClientKind::DeviceSerial,
+            peer,
+        } => {
             assert_eq!(peer, link.display().to_string());
             client
         }
@@ -45,7 +52,10 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
 
     let mut dev = Device::new(master);
     dev.send(hello("pty-dev")).await;
-    assert_eq!(worker.message(first).await, Inbound::Device(hello("pty-dev")));
+    assert_eq!(
+        worker.message(first).await,
+        Inbound::Device(hello("pty-dev"))
+    );
     dev.send(DeviceMsg::Ping { nonce: 5 }).await;
     assert_eq!(dev.recv().await.msg, HostMsg::Pong { nonce: 5 });
     let chat = HostMsg::Chat(ChatIn {
@@ -53,7 +63,12 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
         direct: true,
         text: "over serial".try_into().unwrap(),
     });
-    worker.command(Command::SendToClient { client: first, body: Outbound::Device(chat.clone()) }).await;
+    worker
+        .command(Command::SendToClient {
+            client: first,
+            body: Outbound::Device(chat.clone()),
+        })
+        .await;
     assert_eq!(dev.recv().await.msg, chat);
 
     // Unplug: the pty's master goes away; the device goes offline.
@@ -67,12 +82,19 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let master = new_pty(&link);
     let second = match worker.event().await {
-        Event::Connect { client, kind: ClientKind::DeviceSerial, .. } => client,
+        Event::Connect {
+            client,
+            kind: ClientKind::DeviceSerial,
+            ..
+        } => client,
         other => panic!("expected a serial Connect, got {other:?}"),
     };
     assert_ne!(first, second, "a reopen is a new connection");
     let mut dev = Device::new(master);
     dev.send(hello("pty-dev")).await;
-    assert_eq!(worker.message(second).await, Inbound::Device(hello("pty-dev")));
+    assert_eq!(
+        worker.message(second).await,
+        Inbound::Device(hello("pty-dev"))
+    );
     gw.stop().await;
 }

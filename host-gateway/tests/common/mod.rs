@@ -91,7 +91,9 @@ impl Gateway {
     }
 
     pub async fn worker(&self) -> FakeWorker {
-        FakeWorker::connect(self.worker, SECRET).await.expect("worker accepted")
+        FakeWorker::connect(self.worker, SECRET)
+            .await
+            .expect("worker accepted")
     }
 
     pub async fn telnet(&self) -> Telnet {
@@ -99,7 +101,11 @@ impl Gateway {
     }
 
     pub async fn device(&self) -> Device<TcpStream> {
-        Device::new(TcpStream::connect(self.device).await.expect("connect device"))
+        Device::new(
+            TcpStream::connect(self.device)
+                .await
+                .expect("connect device"),
+        )
     }
 }
 
@@ -125,7 +131,10 @@ impl FakeWorker {
         .await
     }
 
-    pub async fn handshake(addr: SocketAddr, hello: WorkerToGateway) -> Result<FakeWorker, GatewayToWorker> {
+    pub async fn handshake(
+        addr: SocketAddr,
+        hello: WorkerToGateway,
+    ) -> Result<FakeWorker, GatewayToWorker> {
         let stream = TcpStream::connect(addr).await.expect("connect worker link");
         let mut link = Framed::new(stream, LengthDelimitedCodec::new());
         send_link(&mut link, &hello).await;
@@ -175,7 +184,9 @@ impl FakeWorker {
     /// Expects a Connect event and returns the new client's id.
     pub async fn connected(&mut self, kind: ClientKind) -> ClientId {
         match self.event().await {
-            Event::Connect { client, kind: k, .. } => {
+            Event::Connect {
+                client, kind: k, ..
+            } => {
                 assert_eq!(k, kind);
                 client
             }
@@ -186,7 +197,9 @@ impl FakeWorker {
     /// Expects a Message event from `client` and returns its body.
     pub async fn message(&mut self, client: ClientId) -> Inbound {
         match self.event().await {
-            Event::Message { client: c, body, .. } => {
+            Event::Message {
+                client: c, body, ..
+            } => {
                 assert_eq!(c, client);
                 body
             }
@@ -275,7 +288,11 @@ impl Telnet {
         within("telnet close", self.reader.read_to_end(&mut rest))
             .await
             .expect("telnet read");
-        assert!(rest.is_empty(), "unexpected bytes before close: {:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes before close: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 }
 
@@ -322,7 +339,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
                 .expect("device read");
             assert!(n > 0, "device connection closed while a frame was expected");
             for item in self.decoder.feed(&buf[..n]) {
-                self.frames.push_back(item.expect("gateway sends valid frames"));
+                self.frames
+                    .push_back(item.expect("gateway sends valid frames"));
             }
         }
     }
