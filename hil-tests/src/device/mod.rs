@@ -81,6 +81,7 @@ pub async fn run_device(
     match &cfg.transport {
         Transport::Pty(path) => {
             let mut link = DeviceLink::open_pty(path)?;
+            link.send(responder.hello()).await?;
             serve(&mut link, &responder, cfg.telemetry, started, &mut shutdown).await?;
             Ok(())
         }
@@ -90,6 +91,7 @@ pub async fn run_device(
                 let session = async {
                     let mut link = DeviceLink::connect_tcp(addr).await?;
                     tracing::info!(%addr, "connected");
+                    link.send(responder.hello()).await?;
                     serve(&mut link, &responder, cfg.telemetry, started, &mut shutdown).await
                 };
                 match session.await {
@@ -119,8 +121,8 @@ pub enum Served {
     Closed,
 }
 
-/// Says hello on `link`, then answers host frames and sends telemetry until the link closes
-/// or `shutdown` fires. Bad frames from the host are logged and skipped.
+/// Answers host frames and sends telemetry on `link` until it closes or `shutdown` fires.
+/// Bad frames from the host are logged and skipped. The caller says hello first.
 pub async fn serve<S>(
     link: &mut DeviceLink,
     responder: &Responder,
@@ -131,7 +133,6 @@ pub async fn serve<S>(
 where
     S: futures::future::FusedFuture<Output = ()>,
 {
-    link.send(responder.hello()).await?;
     // Without telemetry the timer still exists but never fires in practice.
     let period = telemetry.unwrap_or(Duration::from_secs(86_400 * 365));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -16,6 +16,8 @@ use super::telnet::{Matcher, TelnetUser};
 
 /// How long the gateway and a worker get to come up and link.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one readiness probe waits for its greeting before a new one is tried.
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(2);
 /// Lines of each log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -105,7 +107,9 @@ impl Cluster {
             bins,
             dir,
         };
-        if !opts.no_worker {
+        if opts.no_worker {
+            cluster.wait_listening().await;
+        } else {
             cluster.start_worker().await;
         }
         cluster
@@ -206,29 +210,51 @@ impl Cluster {
     }
 
     /// Waits until a fresh telnet connection is greeted with the nickname prompt: the
-    /// gateway accepts and a worker handles its events. The probe leaves without a nickname.
+    /// gateway accepts and a worker handles its events. Probes leave without a nickname.
+    ///
+    /// A probe that is not greeted within [`PROBE_PATIENCE`] is replaced by a new one, so
+    /// a connection made just as the worker links does not stall every test; the
+    /// `worker` tests check that such a connection is greeted too.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut probe = loop {
-            self.assert_alive();
-            match TelnetUser::connect(self.telnet, "readiness probe").await {
-                Ok(p) => break p,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
+        let mut last_error = String::new();
+        while Instant::now() < deadline {
+            let mut probe = match TelnetUser::connect(self.telnet, "readiness probe").await {
+                Ok(p) => p,
+                Err(e) => {
+                    last_error = format!("telnet port {} does not accept: {e}", self.telnet);
+                    self.assert_alive();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-                Err(e) => panic!("gateway telnet port {} never accepted: {e}", self.telnet),
+            };
+            let patience = PROBE_PATIENCE.min(deadline.saturating_duration_since(Instant::now()));
+            // Raced against the processes so a crash fails the test at once, with its log.
+            let greeted = tokio::select! {
+                found = probe.try_expect_prompt(nickname_prompt(), patience) => found,
+                _ = self.watch_crash() => unreachable!(),
+            };
+            match greeted {
+                Ok(_) => return,
+                Err(e) => last_error = e,
             }
-        };
-        probe.timeout = deadline.saturating_duration_since(Instant::now());
-        // Checked in a loop so a crashing worker fails the test at once, with its log.
-        let prompt = Matcher::pred("the nickname prompt", |l| {
-            l.to_ascii_lowercase().contains("nickname")
-        });
-        let greeted = tokio::select! {
-            found = probe.expect_prompt(prompt) => found,
-            _ = self.watch_crash() => unreachable!(),
-        };
-        drop(greeted);
+        }
+        panic!("the cluster did not become ready within {START_TIMEOUT:?}: {last_error}");
+    }
+
+    /// Waits until the gateway's telnet port accepts (the connection is closed at once).
+    pub async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.assert_alive();
+            match tokio::net::TcpStream::connect(self.telnet).await {
+                Ok(_) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("gateway telnet port {} never accepted: {e}", self.telnet)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Never completes while the gateway and worker run; panics with logs when one exits.
@@ -281,6 +307,13 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Matches the greeting's last line, which asks for the nickname.
+pub fn nickname_prompt() -> Matcher {
+    Matcher::pred("the nickname prompt", |l| {
+        l.to_ascii_lowercase().contains("nickname")
+    })
 }
 
 /// Three free loopback ports. Bound together and released together, so they are distinct;

@@ -14,6 +14,6 @@ mod process;
 mod telnet;
 
 pub use bins::{bins, workspace_root, Bins};
-pub use cluster::{Cluster, ClusterOptions, START_TIMEOUT};
+pub use cluster::{nickname_prompt, Cluster, ClusterOptions, PROBE_PATIENCE, START_TIMEOUT};
 pub use process::{tail, Proc, STOP_GRACE};
 pub use telnet::{Found, Matcher, TelnetUser, LINE_TIMEOUT};

@@ -143,10 +143,7 @@ impl TelnetUser {
 
     /// Answers the nickname prompt with `nick`, reads the welcome line and returns the uid.
     pub async fn login(&mut self, nick: &str) -> String {
-        self.expect_prompt(Matcher::pred("the nickname prompt", |l| {
-            l.to_ascii_lowercase().contains("nickname")
-        }))
-        .await;
+        self.expect_prompt(super::cluster::nickname_prompt()).await;
         self.send_line(nick).await;
         self.name = nick.to_owned();
         let prefix = format!("* welcome {nick}, your uid is ");
@@ -204,24 +201,41 @@ impl TelnetUser {
 
     /// [`TelnetUser::expect_line`] with an explicit timeout.
     pub async fn expect_line_within(&mut self, m: impl Into<Matcher>, limit: Duration) -> Found {
+        match self.try_expect_line(m, limit).await {
+            Ok(found) => found,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Reads lines until one matches `m`; on timeout or close, an error describing what
+    /// was seen instead of a panic.
+    pub async fn try_expect_line(
+        &mut self,
+        m: impl Into<Matcher>,
+        limit: Duration,
+    ) -> Result<Found, String> {
         let m = m.into();
         let deadline = Instant::now() + limit;
         let mut skipped = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.read_line(left).await {
-                Ok(Some(line)) if m.matches(&line) => return Found { line, skipped },
+                Ok(Some(line)) if m.matches(&line) => return Ok(Found { line, skipped }),
                 Ok(Some(line)) => skipped.push(line),
-                Ok(None) => panic!(
-                    "{}: no line matching {m} within {limit:?}\n{}",
-                    self.name,
-                    self.history()
-                ),
-                Err(e) => panic!(
-                    "{}: connection closed ({e}) while waiting for {m}\n{}",
-                    self.name,
-                    self.history()
-                ),
+                Ok(None) => {
+                    return Err(format!(
+                        "{}: no line matching {m} within {limit:?}\n{}",
+                        self.name,
+                        self.history()
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{}: connection closed ({e}) while waiting for {m}\n{}",
+                        self.name,
+                        self.history()
+                    ))
+                }
             }
         }
     }
@@ -229,39 +243,53 @@ impl TelnetUser {
     /// Like [`TelnetUser::expect_line`], but also accepts a prompt: text without a line end
     /// that matches once nothing more arrives for a moment.
     pub async fn expect_prompt(&mut self, m: impl Into<Matcher>) -> Found {
+        let limit = self.timeout;
+        match self.try_expect_prompt(m, limit).await {
+            Ok(found) => found,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`TelnetUser::expect_prompt`] returning an error instead of panicking.
+    pub async fn try_expect_prompt(
+        &mut self,
+        m: impl Into<Matcher>,
+        limit: Duration,
+    ) -> Result<Found, String> {
         let m = m.into();
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + limit;
         let mut skipped = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             // A short read lets a newline-less prompt be checked once the server paused.
             match self.read_line(left.min(Duration::from_millis(200))).await {
-                Ok(Some(line)) if m.matches(&line) => return Found { line, skipped },
+                Ok(Some(line)) if m.matches(&line) => return Ok(Found { line, skipped }),
                 Ok(Some(line)) => skipped.push(line),
                 Ok(None) => {
                     let partial = String::from_utf8_lossy(&self.partial).into_owned();
                     if !partial.is_empty() && m.matches(&partial) {
                         self.partial.clear();
                         self.seen.push(format!("{partial}<no line end>"));
-                        return Found {
+                        return Ok(Found {
                             line: partial,
                             skipped,
-                        };
+                        });
                     }
                     if left.is_zero() {
-                        panic!(
-                            "{}: no prompt matching {m} within {:?}\n{}",
+                        return Err(format!(
+                            "{}: no prompt matching {m} within {limit:?}\n{}",
                             self.name,
-                            self.timeout,
                             self.history()
-                        );
+                        ));
                     }
                 }
-                Err(e) => panic!(
-                    "{}: connection closed ({e}) while waiting for prompt {m}\n{}",
-                    self.name,
-                    self.history()
-                ),
+                Err(e) => {
+                    return Err(format!(
+                        "{}: connection closed ({e}) while waiting for prompt {m}\n{}",
+                        self.name,
+                        self.history()
+                    ))
+                }
             }
         }
     }
