@@ -80,24 +80,25 @@ fn default_baud() -> u32 {
     DEFAULT_BAUD
 }
 
-/// Why a configuration could not be loaded.
+/// Why a configuration could not be loaded. Causes are part of the message rather than
+/// `source()`, so an error chain prints them once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, or `[gateway]` has a wrong or unknown key.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {}: {cause}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// The cause, with line and column.
-        source: toml::de::Error,
+        cause: toml::de::Error,
     },
     /// A value is out of range.
     #[error("invalid config{}: gateway.{key} {reason}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
@@ -121,13 +122,13 @@ struct ConfigFile {
 impl GatewayConfig {
     /// Reads `path` and returns its `[gateway]` section (defaults if there is none).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
-        let config = Self::parse(&text).map_err(|source| ConfigError::Parse {
+        let config = Self::parse(&text).map_err(|cause| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         config.validate().map_err(|err| match err {
             ConfigError::Invalid { key, reason, .. } => ConfigError::Invalid {

@@ -61,6 +61,19 @@ impl ClientHandle {
     }
 }
 
+#[cfg(test)]
+impl ClientHandle {
+    /// A handle whose queue nobody reads, for tests of the router's bookkeeping.
+    pub(crate) fn detached(kind: ClientKind) -> ClientHandle {
+        let (tx, _rx) = mpsc::channel(1);
+        ClientHandle {
+            kind,
+            tx,
+            kick: Kick::default(),
+        }
+    }
+}
+
 /// Disconnects a client from outside its task, remembering why.
 #[derive(Debug, Clone, Default)]
 struct Kick {
@@ -167,8 +180,8 @@ impl Conn {
     /// Tells the router the connection is gone (the Close event) and logs why.
     pub async fn close(self, end: &End) {
         match end {
-            End::Io(_) | End::TooSlow => tracing::info!(conn = %self.id, reason = %end, "closed"),
-            _ => tracing::debug!(conn = %self.id, reason = %end, "closed"),
+            End::Io(_) | End::TooSlow => tracing::info!(reason = %end, "closed"),
+            _ => tracing::debug!(reason = %end, "closed"),
         }
         let _ = self
             .ctx

@@ -8,16 +8,16 @@
 
 mod commands;
 pub mod config;
-pub mod connection;
-pub mod device_conn;
-pub mod registry;
-pub mod router;
-pub mod serial;
+mod connection;
+mod device_conn;
+mod registry;
+mod router;
+mod serial;
 mod server;
-pub mod stats;
+mod stats;
 pub mod telnet;
-pub mod telnet_conn;
-pub mod worker_link;
+mod telnet_conn;
+mod worker_link;
 
 pub use config::{ConfigError, GatewayConfig, SerialConfig};
-pub use server::{run, Context, GatewayError, Listeners};
+pub use server::{run, GatewayError, Listeners};

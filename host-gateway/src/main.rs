@@ -1,6 +1,7 @@
 //! `switchboard-gateway`: parses the command line, starts tracing, loads the config and
 //! runs the gateway until SIGINT or SIGTERM. Everything else is in the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -98,6 +99,8 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Plain text in log files (the supervisor's, a test's pipe): no colour codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -121,11 +121,6 @@ impl Registry {
         self.clients.len()
     }
 
-    /// No connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-
     /// Open telnet connections (the rest are devices).
     pub fn telnet_count(&self) -> u64 {
         self.telnet
@@ -240,5 +235,76 @@ impl Registry {
         }
         session.extend(update);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with(ids: &[u64]) -> Registry {
+        let mut reg = Registry::default();
+        for &n in ids {
+            reg.insert(
+                ClientId::new(1, n),
+                ClientHandle::detached(ClientKind::Telnet),
+            );
+        }
+        reg
+    }
+
+    fn session(pairs: &[(&str, &str)]) -> Session {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn rebinding_moves_the_uid_index_and_removal_cleans_everything() {
+        let (a, b) = (ClientId::new(1, 1), ClientId::new(1, 2));
+        let mut reg = registry_with(&[1, 2]);
+        assert!(reg.bind_uid(a, "u".into()));
+        assert!(reg.bind_uid(b, "u".into()));
+        assert!(reg.bind_uid(a, "v".into()));
+        assert_eq!(reg.uid_members("u").map(|m| m.len()), Some(1));
+        assert!(!reg.unbind_uid(b, "v"), "b is not bound to v");
+        reg.join(a, "g".into());
+        reg.join(b, "g".into());
+        let gone = reg.remove(a).expect("a was open");
+        assert_eq!(gone.uid.as_deref(), Some("v"));
+        assert!(
+            reg.uid_members("v").is_none(),
+            "empty uid entries are dropped"
+        );
+        assert_eq!(reg.group_members("g").map(|m| m.len()), Some(1));
+        reg.ungroup("g");
+        assert!(reg.group_members("g").is_none());
+        assert!(reg.get(b).is_some_and(|c| c.groups.is_empty()));
+        assert!(
+            !reg.bind_uid(a, "late".into()),
+            "a closed client cannot be bound"
+        );
+    }
+
+    #[test]
+    fn session_limits_count_replaced_values_once() {
+        let id = ClientId::new(1, 1);
+        let mut reg = registry_with(&[1]);
+        let half = "x".repeat(MAX_SESSION_BYTES / 2);
+        assert_eq!(reg.update_session(id, session(&[("a", &half)])), Ok(()));
+        // Replacing the value of "a" with one as big is fine; adding another is not.
+        assert_eq!(reg.update_session(id, session(&[("a", &half)])), Ok(()));
+        let refused = reg.update_session(id, session(&[("b", &half)]));
+        assert!(matches!(refused, Err(SessionError::TooBig { .. })));
+        assert_eq!(reg.get(id).map(|c| c.session.len()), Some(1));
+        let many: Session = (0..=MAX_SESSION_KEYS)
+            .map(|i| (i.to_string(), String::new()))
+            .collect();
+        assert!(reg.set_session(id, many).is_err());
+        assert_eq!(
+            reg.set_session(ClientId::new(1, 9), Session::new()),
+            Err(SessionError::NoClient)
+        );
     }
 }

@@ -35,14 +35,15 @@ pub enum GatewayError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    // The cause is in the message rather than `source()`, so anyhow prints it once.
+    #[error("cannot listen for {what} on {addr}: {cause}")]
     Bind {
         /// Which listener (`telnet`, `device`, `worker`).
         what: &'static str,
         /// The configured address.
         addr: String,
         /// The cause (address in use, say).
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -63,10 +64,10 @@ impl Listeners {
         async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, GatewayError> {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| GatewayError::Bind {
+                .map_err(|cause| GatewayError::Bind {
                     what,
                     addr: addr.to_owned(),
-                    source,
+                    cause,
                 })
         }
         Ok(Listeners {
