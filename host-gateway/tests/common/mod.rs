@@ -357,3 +357,17 @@ pub fn hello(device_id: &str) -> DeviceMsg {
 pub fn line(text: &str) -> protocol::link::Outbound {
     protocol::link::Outbound::Line(text.into())
 }
+
+pub fn session(pairs: &[(&str, &str)]) -> protocol::link::Session {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub async fn stats(worker: &mut FakeWorker) -> protocol::link::GatewayStats {
+    match worker.query(Query::Stats).await {
+        Reply::Stats(stats) => stats,
+        other => panic!("expected stats, got {other:?}"),
+    }
+}
