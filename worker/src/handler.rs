@@ -80,7 +80,11 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(gateway: Gateway, store: Arc<dyn Store>, client: ClientId) -> Context {
-        Context { gateway, store, client }
+        Context {
+            gateway,
+            store,
+            client,
+        }
     }
 
     /// The gateway API.

@@ -1,6 +1,6 @@
 //! Switchboard's worker library: the business-logic side of GatewayWorker.
 //!
-//! A worker links to every gateway of its config ([`link`](crate::runtime)), receives the
+//! A worker links to every gateway of its config (see [`runtime`]), receives the
 //! events of their connections, hands them one at a time to a [`Handler`], and acts through
 //! the [`Gateway`] API (`send_to_client`, `bind_uid`, `join_group`, ...). It never touches a
 //! user's socket. [`chat`] is the chat application built on it; [`store`] keeps its state.

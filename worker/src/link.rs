@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use protocol::link::{GatewayToWorker, WorkerToGateway, Event, LINK_VERSION, MAX_LINK_FRAME};
+use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -77,7 +77,9 @@ enum LinkError {
 }
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_LINK_FRAME).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_LINK_FRAME)
+        .new_codec()
 }
 
 /// Runs one link until `cancel`: connects, serves, reconnects.
@@ -99,22 +101,25 @@ pub(crate) async fn run_link(
             Ok((transport, id)) => {
                 backoff = INITIAL_BACKOFF;
                 failures = 0;
-                if serve(transport, id, addr, &gateway, &events, &cancel).await.is_none() {
+                if serve(transport, id, addr, &gateway, &events, &cancel)
+                    .await
+                    .is_none()
+                {
                     return;
                 }
                 INITIAL_BACKOFF
             }
             Err(LinkError::Refused(reason)) => {
-                tracing::error!(addr, reason = %reason, "gateway refused this worker; check the secret and versions");
+                tracing::error!(addr = %addr, reason = %reason, "gateway refused this worker; check the secret and versions");
                 REFUSED_RETRY
             }
             Err(err) => {
                 failures += 1;
                 // The first failure is news; the next ones while it stays down are noise.
                 if failures == 1 {
-                    tracing::warn!(addr, cause = %err, "cannot link to gateway; retrying");
+                    tracing::warn!(addr = %addr, cause = %err, "cannot link to gateway; retrying");
                 } else {
-                    tracing::debug!(addr, cause = %err, failures, "cannot link to gateway");
+                    tracing::debug!(addr = %addr, cause = %err, failures, "cannot link to gateway");
                 }
                 let delay = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -140,13 +145,17 @@ async fn handshake(params: &LinkParams) -> Result<(Transport, u16), LinkError> {
         secret: params.secret.clone(),
         name: params.name.clone(),
     };
-    transport.send(Bytes::from(postcard::to_allocvec(&hello)?)).await?;
+    transport
+        .send(Bytes::from(postcard::to_allocvec(&hello)?))
+        .await?;
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.next())
         .await
         .map_err(|_| LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
         .ok_or(LinkError::Closed)??;
     match postcard::from_bytes::<GatewayToWorker>(&first)? {
-        GatewayToWorker::Welcome { version, gateway } if version == LINK_VERSION => Ok((transport, gateway)),
+        GatewayToWorker::Welcome { version, gateway } if version == LINK_VERSION => {
+            Ok((transport, gateway))
+        }
         GatewayToWorker::Welcome { version, .. } => Err(LinkError::Version(version)),
         GatewayToWorker::Refused { reason } => Err(LinkError::Refused(reason)),
         other => Err(LinkError::Unexpected(Box::new(other))),
@@ -164,7 +173,7 @@ async fn serve(
 ) -> Option<()> {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let serial = gateway.register(id, tx.clone());
-    tracing::info!(gateway = id, addr, "worker linked");
+    tracing::info!(gateway = id, addr = %addr, "worker linked");
     let (sink, stream) = transport.split();
     let mut writer = tokio::spawn(write_loop(sink, rx));
     let ended = tokio::select! {
@@ -178,18 +187,21 @@ async fn serve(
     drop(tx);
     match ended {
         Some(err) => {
-            tracing::warn!(gateway = id, addr, cause = %err, "link to gateway lost; reconnecting");
+            tracing::warn!(gateway = id, addr = %addr, cause = %err, "link to gateway lost; reconnecting");
             writer.abort();
             Some(())
         }
         None => {
             // Shutting down: the writer ends once the last queue sender (acks held by the
             // runtime, commands in flight) is gone and what was queued is written.
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer)
+                .await
+                .is_err()
+            {
                 tracing::warn!(gateway = id, "link writer did not drain in time");
                 writer.abort();
             }
-            tracing::info!(gateway = id, addr, "link closed");
+            tracing::info!(gateway = id, addr = %addr, "link closed");
             None
         }
     }
@@ -217,8 +229,16 @@ async fn read_loop(
         };
         match postcard::from_bytes::<GatewayToWorker>(&bytes) {
             Err(err) => return Some(LinkError::Decode(err)),
-            Ok(GatewayToWorker::Event { id: event_id, event }) => {
-                let delivery = Delivery { gateway: id, id: event_id, event, ack: tx.clone() };
+            Ok(GatewayToWorker::Event {
+                id: event_id,
+                event,
+            }) => {
+                let delivery = Delivery {
+                    gateway: id,
+                    id: event_id,
+                    event,
+                    ack: tx.clone(),
+                };
                 // Waits while the runtime is EVENT_QUEUE events behind: backpressure through
                 // TCP to the gateway, which holds its own bounded queue.
                 tokio::select! {
@@ -228,7 +248,9 @@ async fn read_loop(
                 }
             }
             Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),
-            Ok(other) => tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link"),
+            Ok(other) => {
+                tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")
+            }
         }
     }
 }
@@ -242,7 +264,10 @@ async fn write_loop(
         let bytes = postcard::to_allocvec(&msg)?;
         if bytes.len() > MAX_LINK_FRAME {
             // The gateway would close the link on it; drop this one message instead.
-            tracing::error!(len = bytes.len(), "link message over MAX_LINK_FRAME dropped");
+            tracing::error!(
+                len = bytes.len(),
+                "link message over MAX_LINK_FRAME dropped"
+            );
             continue;
         }
         sink.feed(Bytes::from(bytes)).await?;

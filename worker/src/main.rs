@@ -48,13 +48,19 @@ fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     // Colours only for a person at a terminal, not in the supervisor's log file.
     let ansi = std::io::stdout().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<WorkerConfig> {
     let mut config = match &cli.config {
         Some(path) => WorkerConfig::load(path)?,
-        None if Path::new(DEFAULT_CONFIG).exists() => WorkerConfig::load(Path::new(DEFAULT_CONFIG))?,
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            WorkerConfig::load(Path::new(DEFAULT_CONFIG))?
+        }
         None => WorkerConfig::default(),
     };
     if !cli.gateways.is_empty() {
@@ -75,7 +81,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<WorkerConfig> {
 /// Completes on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop me with SIGKILL");
         return std::future::pending().await;
     };

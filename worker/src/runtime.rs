@@ -56,8 +56,17 @@ pub async fn run<H: Handler>(
         .gateways
         .iter()
         .map(|addr| {
-            let params = LinkParams { addr: addr.clone(), secret: config.secret.clone(), name: config.name.clone() };
-            tokio::spawn(run_link(params, gateway.clone(), events_tx.clone(), cancel.clone()))
+            let params = LinkParams {
+                addr: addr.clone(),
+                secret: config.secret.clone(),
+                name: config.name.clone(),
+            };
+            tokio::spawn(run_link(
+                params,
+                gateway.clone(),
+                events_tx.clone(),
+                cancel.clone(),
+            ))
         })
         .collect();
     drop(events_tx);
@@ -94,8 +103,18 @@ pub async fn run<H: Handler>(
 }
 
 /// Handles one event and acks it; nothing that happens in the handler escapes.
-async fn handle<H: Handler>(handler: &mut H, gateway: &Gateway, store: &Arc<dyn Store>, delivery: Delivery) {
-    let Delivery { gateway: from, id, event, ack } = delivery;
+async fn handle<H: Handler>(
+    handler: &mut H,
+    gateway: &Gateway,
+    store: &Arc<dyn Store>,
+    delivery: Delivery,
+) {
+    let Delivery {
+        gateway: from,
+        id,
+        event,
+        ack,
+    } = delivery;
     let client = event.client();
     let span = tracing::info_span!("event", gateway = from, event = id, client = %client);
     async {
@@ -130,8 +149,16 @@ async fn handle<H: Handler>(handler: &mut H, gateway: &Gateway, store: &Arc<dyn 
 async fn dispatch<H: Handler>(handler: &mut H, cx: &Context, event: Event) -> HandlerResult {
     match event {
         Event::Connect { client, kind, peer } => handler.on_connect(cx, client, kind, peer).await,
-        Event::Message { client, body: Inbound::Line(line), .. } => handler.on_message(cx, client, line).await,
-        Event::Message { client, body: Inbound::Device(msg), .. } => handler.on_device(cx, client, msg).await,
+        Event::Message {
+            client,
+            body: Inbound::Line(line),
+            ..
+        } => handler.on_message(cx, client, line).await,
+        Event::Message {
+            client,
+            body: Inbound::Device(msg),
+            ..
+        } => handler.on_device(cx, client, msg).await,
         Event::Close { client, uid, .. } => handler.on_close(cx, client, uid).await,
     }
 }

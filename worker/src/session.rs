@@ -31,7 +31,9 @@ impl SessionCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves a consistent map (every write is one
         // insert or remove), so a poisoned lock is safe to keep using.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An event of `client` carrying `session` is about to be handled.
@@ -91,7 +93,10 @@ mod tests {
     use super::*;
 
     fn session(pairs: &[(&str, &str)]) -> Session {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

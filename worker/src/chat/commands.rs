@@ -58,11 +58,17 @@ pub fn parse(line: &str) -> Input<'_> {
     }
     if line.starts_with('/') {
         let (name, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        return Input::Command { name, args: args.trim() };
+        return Input::Command {
+            name,
+            args: args.trim(),
+        };
     }
     if let Some((to, text)) = line.split_once(':') {
         if is_uid_shape(to) {
-            return Input::Private { to, text: text.trim() };
+            return Input::Private {
+                to,
+                text: text.trim(),
+            };
         }
     }
     Input::Say(line)
@@ -72,7 +78,9 @@ pub fn parse(line: &str) -> Input<'_> {
 pub fn is_uid_shape(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
 }
 
 /// Human uids are decimal numbers; anything else is a device id.
@@ -162,27 +170,63 @@ mod tests {
         assert_eq!(check_nick("Ünïcödé name"), Ok(()));
         assert_eq!(check_nick(&"é".repeat(32)), Ok(()));
         assert_eq!(check_nick(""), Err("! nickname must not be empty"));
-        assert_eq!(check_nick(&"x".repeat(33)), Err("! nickname is too long (max 32 characters)"));
+        assert_eq!(
+            check_nick(&"x".repeat(33)),
+            Err("! nickname is too long (max 32 characters)")
+        );
         assert_eq!(check_nick("a:b"), Err("! nickname must not contain ':'"));
-        assert_eq!(check_nick("/who"), Err("! nickname must not start with '/'"));
-        assert_eq!(check_nick("a\u{7}b"), Err("! nickname must not contain control characters"));
+        assert_eq!(
+            check_nick("/who"),
+            Err("! nickname must not start with '/'")
+        );
+        assert_eq!(
+            check_nick("a\u{7}b"),
+            Err("! nickname must not contain control characters")
+        );
     }
 
     #[test]
     fn private_messages_split_at_the_first_colon() {
-        assert_eq!(parse("12:hello"), Input::Private { to: "12", text: "hello" });
-        assert_eq!(parse("  dev-1: a:b  "), Input::Private { to: "dev-1", text: "a:b" });
+        assert_eq!(
+            parse("12:hello"),
+            Input::Private {
+                to: "12",
+                text: "hello"
+            }
+        );
+        assert_eq!(
+            parse("  dev-1: a:b  "),
+            Input::Private {
+                to: "dev-1",
+                text: "a:b"
+            }
+        );
         assert_eq!(parse("7:"), Input::Private { to: "7", text: "" });
         // A prefix with a space, or none at all, is not a uid.
         assert_eq!(parse("see this: x"), Input::Say("see this: x"));
         assert_eq!(parse(":x"), Input::Say(":x"));
-        assert_eq!(parse(&format!("{}:x", "a".repeat(25))), Input::Say(&format!("{}:x", "a".repeat(25))));
+        assert_eq!(
+            parse(&format!("{}:x", "a".repeat(25))),
+            Input::Say(&format!("{}:x", "a".repeat(25)))
+        );
     }
 
     #[test]
     fn commands_and_plain_lines() {
-        assert_eq!(parse("/who"), Input::Command { name: "/who", args: "" });
-        assert_eq!(parse("/nick  bob "), Input::Command { name: "/nick", args: "bob" });
+        assert_eq!(
+            parse("/who"),
+            Input::Command {
+                name: "/who",
+                args: ""
+            }
+        );
+        assert_eq!(
+            parse("/nick  bob "),
+            Input::Command {
+                name: "/nick",
+                args: "bob"
+            }
+        );
         assert_eq!(parse("hello world"), Input::Say("hello world"));
         assert_eq!(parse("   "), Input::Empty);
         assert_eq!(parse("\u{FFFD}\u{FFFD}"), Input::Say("\u{FFFD}\u{FFFD}"));

@@ -56,21 +56,40 @@ pub(super) async fn resolve(cx: &Context, uid: &str) -> Result<Target, HandlerEr
 pub(super) fn chat_frame(from: &str, text: &str, direct: bool) -> Option<Outbound> {
     let from = PeerId::try_from(from).ok()?;
     let text = Text::try_from(text).ok()?;
-    Some(Outbound::Device(HostMsg::Chat(ChatIn { from, direct, text })))
+    Some(Outbound::Device(HostMsg::Chat(ChatIn {
+        from,
+        direct,
+        text,
+    })))
 }
 
 /// Says `text` to everyone but the speaker, and keeps it in the history.
-pub(super) async fn broadcast(cx: &Context, from: &Speaker<'_>, text: &str) -> Result<(), HandlerError> {
+pub(super) async fn broadcast(
+    cx: &Context,
+    from: &Speaker<'_>,
+    text: &str,
+) -> Result<(), HandlerError> {
     let gateway = cx.gateway();
     let exclude = [from.client];
     gateway
-        .send_to_group(GROUP_USERS, Outbound::Line(said(from.nick, from.uid, text)), &exclude)
+        .send_to_group(
+            GROUP_USERS,
+            Outbound::Line(said(from.nick, from.uid, text)),
+            &exclude,
+        )
         .await?;
     // Devices get what fits a frame; a longer line is for the humans only.
     if let Some(frame) = chat_frame(from.uid, text, false) {
-        gateway.send_to_group(GROUP_DEVICES, frame, &exclude).await?;
+        gateway
+            .send_to_group(GROUP_DEVICES, frame, &exclude)
+            .await?;
     }
-    let entry = HistoryEntry { at: now(), uid: from.uid.into(), nick: from.nick.into(), text: text.into() };
+    let entry = HistoryEntry {
+        at: now(),
+        uid: from.uid.into(),
+        nick: from.nick.into(),
+        text: text.into(),
+    };
     if let Err(err) = cx.store().append_history(&entry) {
         // Losing a history line is not worth failing the message for.
         tracing::warn!(cause = %err, "history not kept");
@@ -90,7 +109,9 @@ pub(super) async fn private(
     match target {
         Target::Unknown => Ok(Outcome::Unknown),
         Target::User => {
-            gateway.send_to_uid(to, Outbound::Line(whispered(from.nick, from.uid, text))).await?;
+            gateway
+                .send_to_uid(to, Outbound::Line(whispered(from.nick, from.uid, text)))
+                .await?;
             Ok(Outcome::Sent)
         }
         Target::Device => match chat_frame(from.uid, text, true) {
@@ -104,7 +125,11 @@ pub(super) async fn private(
             if text.len() > MAX_TEXT_LEN {
                 return Ok(Outcome::TooLongForDevice);
             }
-            let msg = OfflineMessage { from: from.uid.into(), text: text.into(), at: now() };
+            let msg = OfflineMessage {
+                from: from.uid.into(),
+                text: text.into(),
+                at: now(),
+            };
             match cx.store().push_offline(to, &msg) {
                 Ok(()) => Ok(Outcome::Queued),
                 Err(StoreError::QueueFull { .. }) => Ok(Outcome::QueueFull),
@@ -116,8 +141,14 @@ pub(super) async fn private(
 
 /// Hands a device everything queued for it, oldest first; each message leaves the queue
 /// only once its frame was handed to the gateway.
-pub(super) async fn flush_offline(cx: &Context, client: ClientId, device: &str) -> Result<usize, HandlerError> {
-    let queued = cx.store().peek_offline(device, crate::store::MAX_OFFLINE_PER_DEVICE)?;
+pub(super) async fn flush_offline(
+    cx: &Context,
+    client: ClientId,
+    device: &str,
+) -> Result<usize, HandlerError> {
+    let queued = cx
+        .store()
+        .peek_offline(device, crate::store::MAX_OFFLINE_PER_DEVICE)?;
     let mut delivered = 0;
     for (key, msg) in queued {
         match chat_frame(&msg.from, &msg.text, true) {
@@ -125,7 +156,9 @@ pub(super) async fn flush_offline(cx: &Context, client: ClientId, device: &str) 
                 cx.gateway().send_to_client(client, frame).await?;
                 delivered += 1;
             }
-            None => tracing::warn!(device, from = %msg.from, "queued message does not fit a frame; dropped"),
+            None => {
+                tracing::warn!(device, from = %msg.from, "queued message does not fit a frame; dropped")
+            }
         }
         cx.store().remove_offline(device, key)?;
     }

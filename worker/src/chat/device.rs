@@ -20,10 +20,15 @@ pub(super) async fn on_device(cx: &Context, client: ClientId, msg: DeviceMsg) ->
         return on_hello(cx, client, hello).await;
     }
     let session = cx.session();
-    let Some(id) = session.get(SESSION_UID).filter(|_| session.contains_key(SESSION_DEVICE)) else {
+    let Some(id) = session
+        .get(SESSION_UID)
+        .filter(|_| session.contains_key(SESSION_DEVICE))
+    else {
         // Never answer an error with an error: two confused peers would loop.
         if !matches!(msg, DeviceMsg::Error(_)) {
-            cx.gateway().send_to_client(client, error(ErrorCode::HelloRequired)).await?;
+            cx.gateway()
+                .send_to_client(client, error(ErrorCode::HelloRequired))
+                .await?;
         }
         return Ok(());
     };
@@ -33,7 +38,8 @@ pub(super) async fn on_device(cx: &Context, client: ClientId, msg: DeviceMsg) ->
             on_chat(cx, client, id, chat).await
         }
         DeviceMsg::Telemetry(t) => {
-            cx.store().touch_device(id, now(), Some((t.name.as_str(), t.value)))?;
+            cx.store()
+                .touch_device(id, now(), Some((t.name.as_str(), t.value)))?;
             Ok(())
         }
         DeviceMsg::Error(report) => {
@@ -42,7 +48,10 @@ pub(super) async fn on_device(cx: &Context, client: ClientId, msg: DeviceMsg) ->
             Ok(())
         }
         // The gateway answers these itself; nothing to do if one slips through.
-        DeviceMsg::Ack { .. } | DeviceMsg::Ping { .. } | DeviceMsg::Pong { .. } | DeviceMsg::Hello(_) => Ok(()),
+        DeviceMsg::Ack { .. }
+        | DeviceMsg::Ping { .. }
+        | DeviceMsg::Pong { .. }
+        | DeviceMsg::Hello(_) => Ok(()),
     }
 }
 
@@ -51,14 +60,22 @@ async fn on_hello(cx: &Context, client: ClientId, hello: Hello) -> HandlerResult
     let gateway = cx.gateway();
     if !is_device_id(id) {
         tracing::warn!(client = %client, device = id, "device id refused (empty, digits only, or spaces)");
-        gateway.send_to_client(client, error(ErrorCode::Unsupported)).await?;
+        gateway
+            .send_to_client(client, error(ErrorCode::Unsupported))
+            .await?;
         return Ok(());
     }
     if hello.protocol != PROTOCOL_VERSION {
-        tracing::warn!(device = id, protocol = hello.protocol, "device speaks another protocol version");
+        tracing::warn!(
+            device = id,
+            protocol = hello.protocol,
+            "device speaks another protocol version"
+        );
     }
     let session = cx.session();
-    let previous = session.get(SESSION_UID).filter(|_| session.contains_key(SESSION_DEVICE));
+    let previous = session
+        .get(SESSION_UID)
+        .filter(|_| session.contains_key(SESSION_DEVICE));
     // A repeated hello (the device's link blipped) refreshes the registry and delivers what
     // queued meanwhile, without announcing the device twice.
     let rejoin = previous.is_some_and(|uid| uid == id);
@@ -74,9 +91,12 @@ async fn on_hello(cx: &Context, client: ClientId, hello: Hello) -> HandlerResult
             .collect();
         cx.set_session(session).await?;
     }
-    cx.store().upsert_device(id, hello.firmware.as_str(), now())?;
+    cx.store()
+        .upsert_device(id, hello.firmware.as_str(), now())?;
     if !rejoin {
-        gateway.send_to_group(GROUP_USERS, Outbound::Line(joined(id, id)), &[]).await?;
+        gateway
+            .send_to_group(GROUP_USERS, Outbound::Line(joined(id, id)), &[])
+            .await?;
     }
     let delivered = deliver::flush_offline(cx, client, id).await?;
     tracing::info!(device = id, firmware = %hello.firmware, delivered, "device joined");
@@ -84,13 +104,21 @@ async fn on_hello(cx: &Context, client: ClientId, hello: Hello) -> HandlerResult
 }
 
 async fn on_chat(cx: &Context, client: ClientId, id: &str, chat: ChatOut) -> HandlerResult {
-    let from = Speaker { client, nick: id, uid: id };
+    let from = Speaker {
+        client,
+        nick: id,
+        uid: id,
+    };
     let text = chat.text.as_str();
     let Some(to) = chat.to else {
         return deliver::broadcast(cx, &from, text).await;
     };
     let to = to.as_str();
-    let target = if is_uid_shape(to) { deliver::resolve(cx, to).await? } else { Target::Unknown };
+    let target = if is_uid_shape(to) {
+        deliver::resolve(cx, to).await?
+    } else {
+        Target::Unknown
+    };
     let reply = match deliver::private(cx, &from, to, target, text).await? {
         Outcome::Sent | Outcome::Queued => return Ok(()),
         Outcome::Unknown => error(ErrorCode::UnknownPeer),

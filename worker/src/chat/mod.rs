@@ -33,7 +33,10 @@ pub const SESSION_DEVICE: &str = "device";
 
 /// Unix seconds now (0 if the clock is before 1970).
 pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The chat handler. Stateless: everything it needs is in sessions and the store.
@@ -48,17 +51,28 @@ impl Chat {
 }
 
 async fn tell(cx: &Context, client: ClientId, line: impl Into<String>) -> HandlerResult {
-    cx.gateway().send_to_client(client, Outbound::Line(line.into())).await?;
+    cx.gateway()
+        .send_to_client(client, Outbound::Line(line.into()))
+        .await?;
     Ok(())
 }
 
 /// The nickname and uid of a participant, from its session.
 fn identity(session: &Session) -> Option<(&str, &str)> {
-    Some((session.get(SESSION_NICK)?.as_str(), session.get(SESSION_UID)?.as_str()))
+    Some((
+        session.get(SESSION_NICK)?.as_str(),
+        session.get(SESSION_UID)?.as_str(),
+    ))
 }
 
 impl Handler for Chat {
-    async fn on_connect(&mut self, cx: &Context, client: ClientId, kind: ClientKind, _peer: String) -> HandlerResult {
+    async fn on_connect(
+        &mut self,
+        cx: &Context,
+        client: ClientId,
+        kind: ClientKind,
+        _peer: String,
+    ) -> HandlerResult {
         if kind.is_device() {
             return Ok(()); // a device introduces itself with its hello frame
         }
@@ -100,7 +114,12 @@ impl Handler for Chat {
         device::on_device(cx, client, msg).await
     }
 
-    async fn on_close(&mut self, cx: &Context, _client: ClientId, _uid: Option<String>) -> HandlerResult {
+    async fn on_close(
+        &mut self,
+        cx: &Context,
+        _client: ClientId,
+        _uid: Option<String>,
+    ) -> HandlerResult {
         let session = cx.session();
         let Some((nick, uid)) = identity(&session) else {
             return Ok(()); // left before choosing a nickname (or a device before its hello)
@@ -123,17 +142,27 @@ async fn choose_nick(cx: &Context, client: ClientId, line: &str) -> HandlerResul
     }
     let store = cx.store();
     let number = store.next_uid()?;
-    store.put_user(number, &User { nick: nick.to_string(), created: now() })?;
+    store.put_user(
+        number,
+        &User {
+            nick: nick.to_string(),
+            created: now(),
+        },
+    )?;
     let uid = number.to_string();
     let gateway = cx.gateway();
     gateway.bind_uid(client, &uid).await?;
     gateway.join_group(client, GROUP_USERS).await?;
-    let session: Session =
-        [(SESSION_NICK, nick), (SESSION_UID, &uid)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let session: Session = [(SESSION_NICK, nick), (SESSION_UID, &uid)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     cx.set_session(session).await?;
     tell(cx, client, commands::welcome(nick, &uid)).await?;
     let joined = Outbound::Line(commands::joined(nick, &uid));
-    gateway.send_to_group(GROUP_USERS, joined, &[client]).await?;
+    gateway
+        .send_to_group(GROUP_USERS, joined, &[client])
+        .await?;
     Ok(())
 }
 
@@ -155,7 +184,9 @@ async fn command(cx: &Context, client: ClientId, name: &str) -> HandlerResult {
             Ok(())
         }
         "/quit" => {
-            cx.gateway().close_client(client, Some(Outbound::Line(BYE.to_string()))).await?;
+            cx.gateway()
+                .close_client(client, Some(Outbound::Line(BYE.to_string())))
+                .await?;
             Ok(())
         }
         other => tell(cx, client, commands::unknown_command(other)).await,

@@ -18,11 +18,18 @@ use crate::store::DeviceRecord;
 ///   dev-1  dev-1  device  fw=0.1.0 last-seen=3s ago  temp_mC=21500
 ///   dev-2  dev-2  device  offline  fw=0.1.0 last-seen=3600s ago
 /// ```
-pub fn who_lines(online: &[ClientInfo], registry: &[(String, DeviceRecord)], now: u64) -> Vec<String> {
+pub fn who_lines(
+    online: &[ClientInfo],
+    registry: &[(String, DeviceRecord)],
+    now: u64,
+) -> Vec<String> {
     let mut users = BTreeMap::new();
     let mut devices = BTreeSet::new();
     for info in online {
-        let (Some(uid), Some(nick)) = (info.session.get(SESSION_UID), info.session.get(SESSION_NICK)) else {
+        let (Some(uid), Some(nick)) = (
+            info.session.get(SESSION_UID),
+            info.session.get(SESSION_NICK),
+        ) else {
             continue; // still choosing a nickname, or a device before its hello
         };
         if info.kind.is_device() {
@@ -33,7 +40,8 @@ pub fn who_lines(online: &[ClientInfo], registry: &[(String, DeviceRecord)], now
             users.insert(key, nick.clone());
         }
     }
-    let records: BTreeMap<&str, &DeviceRecord> = registry.iter().map(|(id, r)| (id.as_str(), r)).collect();
+    let records: BTreeMap<&str, &DeviceRecord> =
+        registry.iter().map(|(id, r)| (id.as_str(), r)).collect();
 
     let mut lines = vec![format!(
         "* online: {}, {}",
@@ -44,7 +52,12 @@ pub fn who_lines(online: &[ClientInfo], registry: &[(String, DeviceRecord)], now
         lines.push(format!("  {uid}  {nick}  user"));
     }
     for id in &devices {
-        lines.push(device_line(id, true, records.get(id.as_str()).copied(), now));
+        lines.push(device_line(
+            id,
+            true,
+            records.get(id.as_str()).copied(),
+            now,
+        ));
     }
     for (id, record) in &records {
         if !devices.contains(*id) {
@@ -63,7 +76,11 @@ fn device_line(id: &str, online: bool, record: Option<&DeviceRecord>, now: u64) 
         let ago = now.saturating_sub(record.last_seen);
         line.push_str(&format!("  fw={} last-seen={ago}s ago", record.firmware));
         if !record.telemetry.is_empty() {
-            let values: Vec<String> = record.telemetry.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let values: Vec<String> = record
+                .telemetry
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             line.push_str("  ");
             line.push_str(&values.join(" "));
         }
@@ -86,8 +103,16 @@ mod tests {
     use super::*;
 
     fn info(conn: u64, kind: ClientKind, pairs: &[(&str, &str)]) -> ClientInfo {
-        let session: Session = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        ClientInfo { client: ClientId::new(1, conn), kind, uid: session.get("uid").cloned(), session }
+        let session: Session = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ClientInfo {
+            client: ClientId::new(1, conn),
+            kind,
+            uid: session.get("uid").cloned(),
+            session,
+        }
     }
 
     fn record(fw: &str, last_seen: u64, telemetry: &[(&str, i64)]) -> DeviceRecord {
@@ -105,12 +130,19 @@ mod tests {
             info(1, ClientKind::Telnet, &[("nick", "bob"), ("uid", "10")]),
             info(2, ClientKind::Telnet, &[("nick", "alice"), ("uid", "2")]),
             info(3, ClientKind::Telnet, &[]),
-            info(4, ClientKind::DeviceTcp, &[("nick", "dev-1"), ("uid", "dev-1"), ("device", "1")]),
+            info(
+                4,
+                ClientKind::DeviceTcp,
+                &[("nick", "dev-1"), ("uid", "dev-1"), ("device", "1")],
+            ),
             info(5, ClientKind::DeviceSerial, &[]),
         ];
         let registry = [
             ("dev-0".to_string(), record("0.0.9", 40, &[])),
-            ("dev-1".to_string(), record("0.1.0", 97, &[("temp_mC", 21500), ("uptime_s", 42)])),
+            (
+                "dev-1".to_string(),
+                record("0.1.0", 97, &[("temp_mC", 21500), ("uptime_s", 42)]),
+            ),
         ];
         assert_eq!(
             who_lines(&online, &registry, 100),
