@@ -16,7 +16,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Run and manage Switchboard's gateway and worker processes")]
+#[command(
+    version,
+    about = "Run and manage Switchboard's gateway and worker processes"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: ./switchboard.toml if it exists, else built-in defaults.
     #[arg(short, long, global = true)]

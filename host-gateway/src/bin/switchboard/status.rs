@@ -50,7 +50,8 @@ pub fn print(config: &Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    match runtime.block_on(async { tokio::time::timeout(QUERY_TIMEOUT, query_stats(config)).await }) {
+    match runtime.block_on(async { tokio::time::timeout(QUERY_TIMEOUT, query_stats(config)).await })
+    {
         Ok(Ok(s)) => print_stats(&s),
         Ok(Err(err)) => println!("gateway: no answer ({err:#})"),
         Err(_) => println!("gateway: no answer within {QUERY_TIMEOUT:?}"),
