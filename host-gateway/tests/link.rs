@@ -139,12 +139,7 @@ async fn clients_survive_a_worker_restart() {
     )
     .await
     .expect("monitor");
-    for _ in 0..50 {
-        if matches!(probe.query(Query::Stats).await, Reply::Stats(s) if s.workers == 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_workers(&mut probe, 0).await;
     user.send(b"while away\n").await;
     let mut worker = gw.worker().await;
     assert_eq!(worker.line(id).await, "while away");
@@ -159,5 +154,33 @@ async fn clients_survive_a_worker_restart() {
         })
         .await;
     assert_eq!(user.line().await, "welcome back");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_misbehaving_worker_loses_its_link_and_clients_stay() {
+    let gw = Gateway::start().await;
+    // Not a Hello first: refused.
+    let first = WorkerToGateway::Command(Command::Ungroup { group: "g".into() });
+    match FakeWorker::handshake(gw.worker, first).await {
+        Err(GatewayToWorker::Refused { reason }) => assert!(reason.contains("Hello"), "{reason}"),
+        Err(other) => panic!("expected Refused, got {other:?}"),
+        Ok(_) => panic!("a link without Hello accepted"),
+    }
+
+    let mut worker = gw.worker().await;
+    let mut user = gw.telnet().await;
+    let id = worker.connected(ClientKind::Telnet).await;
+    // Bytes that are no WorkerToGateway message: the link is closed, nothing else happens.
+    worker.send_raw(&[0xff, 0xff, 0xff]).await;
+    assert!(
+        worker.recv().await.is_none(),
+        "the gateway closes a link that sends garbage"
+    );
+
+    let mut worker = gw.worker().await;
+    user.send(b"still connected\n").await;
+    assert_eq!(worker.line(id).await, "still connected");
+    wait_for_workers(&mut worker, 1).await;
     gw.stop().await;
 }

@@ -159,6 +159,12 @@ impl FakeWorker {
         send_link(&mut self.link, msg).await;
     }
 
+    /// Sends `bytes` as one link frame, whatever they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let frame = Bytes::copy_from_slice(bytes);
+        self.link.send(frame).await.expect("send on link");
+    }
+
     /// The next message from the gateway, `None` when the link closed.
     pub async fn recv(&mut self) -> Option<GatewayToWorker> {
         let frame = within("a link message", self.link.next()).await?;
@@ -370,4 +376,15 @@ pub async fn stats(worker: &mut FakeWorker) -> protocol::link::GatewayStats {
         Reply::Stats(stats) => stats,
         other => panic!("expected stats, got {other:?}"),
     }
+}
+
+/// Polls the gateway's stats until it counts `n` workers (a dropped link takes a moment).
+pub async fn wait_for_workers(worker: &mut FakeWorker, n: u64) {
+    for _ in 0..100 {
+        if stats(worker).await.workers == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the gateway never counted {n} workers");
 }
