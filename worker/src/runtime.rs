@@ -22,10 +22,11 @@ use crate::link::{run_link, Delivery, LinkParams};
 use crate::store::{Store, StoreError};
 
 /// Events read from all links but not yet handled. Past it the links stop reading
-/// (backpressure to the gateways). A handler awaiting a query reply while this queue is
-/// full and the reply sits behind more events waits until the query times out; that is
-/// the price of bounding it, paid only under overload.
-pub const EVENT_QUEUE: usize = 1024;
+/// (backpressure through TCP to the gateways, which hold their own bounded queues). While
+/// a link is stopped its query replies wait too, so a handler querying during such a
+/// backlog waits up to `QUERY_TIMEOUT`; sized like the gateway's per-worker queue (16 Ki
+/// small events, a few MB) so this happens only under real overload.
+pub const EVENT_QUEUE: usize = 16 * 1024;
 
 /// Why the worker stopped (a gateway being away is never a reason).
 #[derive(Debug, thiserror::Error)]
