@@ -2,8 +2,8 @@
 //!
 //! - [`message`]: every device message, both directions, in one table.
 //! - [`frame`]: sans-IO framing of device messages (postcard + CRC-16 + COBS, `0x00` delimited).
-//! - [`link`] (feature `link`): the gateway<->worker messages (events, commands, query replies).
-//! - [`golden`] (feature `golden`): pinned wire bytes of every device message, checked by the
+//! - `link` (feature `link`): the gateway<->worker messages (events, commands, query replies).
+//! - `golden` (feature `golden`): pinned wire bytes of every device message, checked by the
 //!   host tests and meant to be checked by the firmware build too.
 //!
 //! The device part is `no_std` and never allocates; `link` needs `alloc` and is host only.
