@@ -76,6 +76,17 @@ fn ci(no_install: bool) -> Result<()> {
     }
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
     run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The protocol crate is shared with device firmware: prove it builds bare-metal, no_std.
+    run(&mut cargo(&[
+        "build",
+        "-p",
+        "switchboard-protocol",
+        "--target",
+        FIRMWARE_TARGET,
+        "--no-default-features",
+        "--features",
+        "defmt,golden",
+    ]))?;
     // The end-to-end tests drive the real binaries; build them first so the tests
     // find them and the build's time is not charged to the first test's timeouts.
     let mut build = cargo(&["build", "--bins"]);
@@ -88,10 +99,14 @@ fn ci(no_install: bool) -> Result<()> {
     Ok(())
 }
 
+/// The Cortex-M3 target of the QEMU board; the protocol crate must build for it.
+const FIRMWARE_TARGET: &str = "thumbv7m-none-eabi";
+
 /// What a fresh Debian machine with rustup lacks for the test suite.
 fn install_test_needs() -> Result<()> {
     // rustfmt and clippy come with the default rustup profile but not the minimal one.
     run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    run(Command::new("rustup").args(["target", "add", FIRMWARE_TARGET]))?;
     Ok(())
 }
 
