@@ -3,7 +3,8 @@
 //! first one's `SetSession`.
 //!
 //! Entries exist only for clients whose events this worker handles (the current event's
-//! client, or one already cached) and are dropped when the client's `Close` was handled.
+//! client, or one already cached) and are dropped when the client's `Close` was handled,
+//! or when the link to its gateway goes down (the gateway may have restarted).
 //! A change made to such a client by *another* worker is not seen here until the client
 //! closes; with one worker per client (the gateway's routing) that does not happen.
 
@@ -81,6 +82,12 @@ impl SessionCache {
         state.changed.insert(client, new);
     }
 
+    /// The link to `gateway` went down: its clients may be gone without a `Close` (the
+    /// gateway restarted), and after a reconnect its copies are the ones to trust.
+    pub(crate) fn forget_gateway(&self, gateway: u16) {
+        self.lock().changed.retain(|client, _| client.gateway() != gateway);
+    }
+
     /// Number of cached sessions (for tests and stats).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -126,5 +133,18 @@ mod tests {
         assert_eq!(cache.len(), 0);
         cache.end(a, false);
         assert_eq!(cache.get(a), None);
+    }
+
+    #[test]
+    fn a_lost_gateway_takes_its_clients_entries_along() {
+        let cache = SessionCache::default();
+        for client in [ClientId::new(1, 1), ClientId::new(2, 1)] {
+            cache.begin(client, Session::new());
+            cache.write(client, &session(&[("k", "v")]), false);
+            cache.end(client, false);
+        }
+        cache.forget_gateway(1);
+        assert_eq!(cache.get(ClientId::new(1, 1)), None);
+        assert_eq!(cache.get(ClientId::new(2, 1)), Some(session(&[("k", "v")])));
     }
 }

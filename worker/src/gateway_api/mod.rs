@@ -137,6 +137,7 @@ impl Gateway {
                 .is_some_and(|link| link.serial == serial)
             {
                 links.remove(&gateway);
+                self.inner.sessions.forget_gateway(gateway);
             }
         }
         // Dropping the senders wakes the waiters with LinkClosed.
