@@ -85,7 +85,9 @@ impl SessionCache {
     /// The link to `gateway` went down: its clients may be gone without a `Close` (the
     /// gateway restarted), and after a reconnect its copies are the ones to trust.
     pub(crate) fn forget_gateway(&self, gateway: u16) {
-        self.lock().changed.retain(|client, _| client.gateway() != gateway);
+        self.lock()
+            .changed
+            .retain(|client, _| client.gateway() != gateway);
     }
 
     /// Number of cached sessions (for tests and stats).
