@@ -75,7 +75,14 @@ fn ci(no_install: bool) -> Result<()> {
         install_test_needs()?;
     }
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
-    run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The protocol crate is shared with device firmware: prove it builds bare-metal, no_std.
     run(&mut cargo(&[
         "build",
