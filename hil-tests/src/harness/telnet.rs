@@ -18,6 +18,8 @@ use tokio::time::Instant;
 /// How long an expected line may take. Generous for a loaded CI machine; a passing test
 /// never waits for it.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines kept for failure messages: enough for any test's story, bounded for the load tool.
+pub const HISTORY_LINES: usize = 500;
 
 /// What an expected line must look like.
 pub enum Matcher {
@@ -103,8 +105,10 @@ pub struct TelnetUser {
     /// Bytes after the last line end, negotiation already stripped.
     partial: Vec<u8>,
     lines: VecDeque<String>,
-    /// Every line read so far, for failure messages.
-    seen: Vec<String>,
+    /// The last [`HISTORY_LINES`] lines read, for failure messages.
+    seen: VecDeque<String>,
+    /// Lines read in all, including those gone from `seen`.
+    seen_total: usize,
     iac: Iac,
     closed: bool,
 }
@@ -123,7 +127,8 @@ impl TelnetUser {
             writer,
             partial: Vec::new(),
             lines: VecDeque::new(),
-            seen: Vec::new(),
+            seen: VecDeque::new(),
+            seen_total: 0,
             iac: Iac::Data,
             closed: false,
         })
@@ -143,15 +148,31 @@ impl TelnetUser {
 
     /// Answers the nickname prompt with `nick`, reads the welcome line and returns the uid.
     pub async fn login(&mut self, nick: &str) -> String {
-        self.expect_prompt(super::cluster::nickname_prompt()).await;
-        self.send_line(nick).await;
+        let limit = self.timeout;
+        match self.try_login(nick, limit).await {
+            Ok(uid) => uid,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`TelnetUser::login`] returning an error instead of panicking; each step gets `limit`.
+    pub async fn try_login(&mut self, nick: &str, limit: Duration) -> Result<String, String> {
+        self.try_expect_prompt(super::cluster::nickname_prompt(), limit)
+            .await?;
+        self.try_send_raw(format!("{nick}\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("{nick}: sending the nickname: {e}"))?;
         self.name = nick.to_owned();
         let prefix = format!("* welcome {nick}, your uid is ");
-        let found = self.expect_line(Matcher::starts_with(&prefix)).await;
+        let found = self
+            .try_expect_line(Matcher::starts_with(&prefix), limit)
+            .await?;
         let uid = found.line[prefix.len()..].to_owned();
-        assert!(!uid.is_empty(), "{nick}: empty uid in {:?}", found.line);
+        if uid.is_empty() {
+            return Err(format!("{nick}: empty uid in {:?}", found.line));
+        }
         self.uid = Some(uid.clone());
-        uid
+        Ok(uid)
     }
 
     /// Sends `text` and a CRLF.
@@ -163,7 +184,7 @@ impl TelnetUser {
 
     /// Sends bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.writer.write_all(bytes).await {
+        if let Err(e) = self.try_send_raw(bytes).await {
             panic!(
                 "{}: sending {} bytes: {e}\n{}",
                 self.name,
@@ -173,13 +194,18 @@ impl TelnetUser {
         }
     }
 
+    /// Sends bytes as they are, returning the error instead of panicking.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
     /// Reads the next line, waiting up to `limit`. `Ok(None)` on timeout, `Err` when the
     /// server closed the connection.
     pub async fn read_line(&mut self, limit: Duration) -> std::io::Result<Option<String>> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(line) = self.lines.pop_front() {
-                self.seen.push(line.clone());
+                self.remember(line.clone());
                 return Ok(Some(line));
             }
             if self.closed {
@@ -269,7 +295,7 @@ impl TelnetUser {
                     let partial = String::from_utf8_lossy(&self.partial).into_owned();
                     if !partial.is_empty() && m.matches(&partial) {
                         self.partial.clear();
-                        self.seen.push(format!("{partial}<no line end>"));
+                        self.remember(format!("{partial}<no line end>"));
                         return Ok(Found {
                             line: partial,
                             skipped,
@@ -344,8 +370,13 @@ impl TelnetUser {
 
     /// Every line seen, numbered, plus any unterminated text: the body of failure messages.
     pub fn history(&self) -> String {
-        let mut out = format!("--- {} saw {} lines:\n", self.name, self.seen.len());
+        let mut out = format!("--- {} saw {} lines:\n", self.name, self.seen_total);
+        let first = self.seen_total - self.seen.len();
+        if first > 0 {
+            out.push_str(&format!("  ({first} earlier lines not kept)\n"));
+        }
         for (i, l) in self.seen.iter().enumerate() {
+            let i = first + i;
             out.push_str(&format!("{i:4}: {l:?}\n"));
         }
         if !self.partial.is_empty() {
@@ -358,6 +389,20 @@ impl TelnetUser {
             out.push_str("  (connection closed)\n");
         }
         out
+    }
+
+    fn remember(&mut self, line: String) {
+        if self.seen.len() == HISTORY_LINES {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(line);
+        self.seen_total += 1;
+    }
+
+    /// Splits the connection for concurrent reading and writing (the load tool). Returns
+    /// the lines already read but not yet taken, and the bytes of an unfinished line.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf, Vec<String>, Vec<u8>) {
+        (self.reader, self.writer, self.lines.into(), self.partial)
     }
 
     /// Reads once from the socket into `partial` and `lines`.
