@@ -125,6 +125,7 @@ async fn who_lists_users_and_help_lists_commands() {
 
     alice.send_line("/help").await;
     alice.expect_line(Matcher::contains("/who")).await;
+    alice.expect_line(Matcher::contains("/help")).await;
 }
 
 #[tokio::test]

@@ -70,8 +70,11 @@ async fn two_users_and_a_pty_device() {
     alice.send_line("/who").await;
     let line = alice.expect_line(Matcher::contains("dev0")).await.line;
     assert!(
-        line.contains("device") && line.contains(SIM_FIRMWARE),
-        "/who line for a device should say `device` and its firmware: {line:?}\n{}",
+        line.contains("device")
+            && line.contains(SIM_FIRMWARE)
+            && line.to_lowercase().contains("seen"),
+        "/who line for a device should say `device`, its firmware and when it was last seen: \
+         {line:?}\n{}",
         alice.history()
     );
     c.assert_alive();

@@ -22,10 +22,16 @@ async fn a_second_worker_on_the_same_data_dir_fails_clearly() {
         .await
         .unwrap_or_else(|| panic!("a second worker on the same data dir kept running"));
     assert!(!status.success(), "second worker exited with {status}");
-    let log = second.log().to_lowercase();
+    // Some line must say what is wrong, naming the data directory or its lock.
+    let log = second.log();
+    let data_dir = c.data_dir.to_string_lossy().into_owned();
     assert!(
-        log.contains("data") || log.contains("lock"),
-        "the second worker's error should name the data directory or its lock:\n{log}"
+        log.lines().any(|l| {
+            let lower = l.to_lowercase();
+            (lower.contains("error") || lower.contains("cannot"))
+                && (l.contains(&data_dir) || lower.contains("data dir") || lower.contains("lock"))
+        }),
+        "the second worker's error should name the data directory ({data_dir}) or its lock:\n{log}"
     );
 
     c.assert_alive();
