@@ -89,15 +89,25 @@ async fn main() -> anyhow::Result<()> {
 
     let users = login_all(&cli).await?;
     tracing::info!(users = users.len(), "all logged in");
+    let counts = Arc::new(Counts::default());
+    let (sending, mut latencies) = run(&cli, users, counts.clone()).await?;
+    println!("{}", report(&cli, &counts, sending, &mut latencies));
+    Ok(())
+}
+
+/// Runs the senders and receivers; returns how long sending took and every latency (µs).
+async fn run(
+    cli: &Cli,
+    users: Vec<TelnetUser>,
+    counts: Arc<Counts>,
+) -> anyhow::Result<(Duration, Vec<u64>)> {
+    let n = users.len();
     let uids: Vec<String> = users.iter().map(|u| u.uid().to_owned()).collect();
-    let windows: Vec<Arc<Semaphore>> = (0..users.len())
+    let windows: Vec<Arc<Semaphore>> = (0..n)
         .map(|_| Arc::new(Semaphore::new(cli.window)))
         .collect();
-    let counts = Arc::new(Counts::default());
     let clock = Instant::now();
     let (done_tx, done_rx) = watch::channel(false);
-
-    let n = users.len();
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (i, user) in users.into_iter().enumerate() {
@@ -139,8 +149,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.extend(r.await.context("a reader task failed")?);
     }
     drop(open_writers);
-    println!("{}", report(&cli, &counts, sending, &mut latencies));
-    Ok(())
+    Ok((sending, latencies))
 }
 
 /// What a sender needs from the CLI.

@@ -10,6 +10,7 @@
 
 mod bins;
 mod cluster;
+mod iac;
 mod process;
 mod telnet;
 

@@ -15,6 +15,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::iac::Iac;
+
 /// How long an expected line may take. Generous for a loaded CI machine; a passing test
 /// never waits for it.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -437,57 +439,5 @@ impl fmt::Debug for TelnetUser {
             .field("name", &self.name)
             .field("uid", &self.uid)
             .finish_non_exhaustive()
-    }
-}
-
-/// Telnet command parser state (RFC 854): strips IAC sequences from the server's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Iac {
-    Data,
-    /// After IAC.
-    Command,
-    /// After IAC WILL/WONT/DO/DONT: one option byte follows.
-    Option,
-    /// Inside IAC SB ... IAC SE.
-    Sub,
-    /// After IAC inside a subnegotiation.
-    SubCommand,
-}
-
-const IAC: u8 = 255;
-const SB: u8 = 250;
-const SE: u8 = 240;
-
-impl Iac {
-    /// Feeds one byte; returns it if it is data.
-    fn feed(&mut self, b: u8) -> Option<u8> {
-        let (next, out) = match (*self, b) {
-            (Iac::Data, IAC) => (Iac::Command, None),
-            (Iac::Data, b) => (Iac::Data, Some(b)),
-            (Iac::Command, IAC) => (Iac::Data, Some(IAC)),
-            (Iac::Command, SB) => (Iac::Sub, None),
-            (Iac::Command, 251..=254) => (Iac::Option, None),
-            (Iac::Command, _) => (Iac::Data, None),
-            (Iac::Option, _) => (Iac::Data, None),
-            (Iac::Sub, IAC) => (Iac::SubCommand, None),
-            (Iac::Sub, _) => (Iac::Sub, None),
-            (Iac::SubCommand, SE) => (Iac::Data, None),
-            (Iac::SubCommand, _) => (Iac::Sub, None),
-        };
-        *self = next;
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iac_sequences_are_stripped() {
-        let input = b"a\xff\xfb\x01b\xff\xff\xff\xfa\x18\x01\xff\xf0c\xff\xf1d";
-        let mut s = Iac::Data;
-        let out: Vec<u8> = input.iter().filter_map(|&b| s.feed(b)).collect();
-        assert_eq!(out, b"ab\xffcd");
     }
 }
