@@ -157,6 +157,24 @@ impl Cluster {
         worker.stop().await;
     }
 
+    /// Kills the gateway (SIGKILL) and starts a new one on the same config, then waits
+    /// until the worker has relinked and greets users. Every connection is lost.
+    pub async fn restart_gateway(&mut self) {
+        self.gateway.kill().await;
+        let log = self.next_log("gateway");
+        self.gateway = Proc::spawn(
+            "gateway",
+            &self.bins.gateway,
+            &["-c", path_str(&self.config)],
+            &log,
+        );
+        if self.worker.is_some() {
+            self.wait_ready().await;
+        } else {
+            self.wait_listening().await;
+        }
+    }
+
     /// The gateway process.
     pub fn gateway(&mut self) -> &mut Proc {
         &mut self.gateway
@@ -190,22 +208,38 @@ impl Cluster {
     }
 
     /// Starts `switchboard-device` on a pty published at [`Cluster::serial_path`]`(name)`,
-    /// with device id `name`. The gateway must have that serial port configured.
+    /// with device id `name` and no telemetry. The gateway must have that serial port.
     pub fn start_pty_device(&mut self, name: &str) -> Proc {
+        self.start_pty_device_with(name, &[])
+    }
+
+    /// [`Cluster::start_pty_device`] with more `switchboard-device` arguments
+    /// (`--telemetry-secs 1` replaces the default 0).
+    pub fn start_pty_device_with(&mut self, name: &str, extra: &[&str]) -> Proc {
         let link = self.serial_path(name);
-        self.start_device(name, &["--pty-link", path_str(&link)])
+        self.start_device(name, &["--pty-link", path_str(&link)], extra)
     }
 
-    /// Starts `switchboard-device` over TCP to the gateway's device port.
+    /// Starts `switchboard-device` over TCP to the gateway's device port, no telemetry.
     pub fn start_tcp_device(&mut self, id: &str) -> Proc {
-        let addr = self.device_addr.to_string();
-        self.start_device(id, &["--tcp", &addr])
+        self.start_tcp_device_with(id, &[])
     }
 
-    fn start_device(&mut self, id: &str, transport: &[&str]) -> Proc {
+    /// [`Cluster::start_tcp_device`] with more `switchboard-device` arguments.
+    pub fn start_tcp_device_with(&mut self, id: &str, extra: &[&str]) -> Proc {
+        let addr = self.device_addr.to_string();
+        self.start_device(id, &["--tcp", &addr], extra)
+    }
+
+    fn start_device(&mut self, id: &str, transport: &[&str], extra: &[&str]) -> Proc {
         let log = self.next_log(&format!("device-{id}"));
-        let mut args = vec!["--id", id, "--telemetry-secs", "0", "-v"];
+        let mut args = vec!["--id", id, "-v"];
+        if !extra.contains(&"--telemetry-secs") {
+            // Quiet by default: telemetry would only add frames to the logs.
+            args.extend_from_slice(&["--telemetry-secs", "0"]);
+        }
         args.extend_from_slice(transport);
+        args.extend_from_slice(extra);
         Proc::spawn(&format!("device {id}"), &self.bins.device, &args, &log)
     }
 
