@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,8 +17,12 @@ use super::{
     MAX_OFFLINE_PER_DEVICE,
 };
 
-/// Key of the last uid given out, in the default tree.
+/// Key of the highest uid reserved, in the default tree.
 const NEXT_UID_KEY: &[u8] = b"next_uid";
+/// Uids reserved (and flushed) at once. A crash after a reservation skips at most this many
+/// numbers, which keeps uids unique without an fsync per login; a clean shutdown gives the
+/// unused ones back.
+const UID_BLOCK: u64 = 32;
 /// Ends a device id inside an offline-queue key. UTF-8 never contains 0xFF, so no device's
 /// prefix is a prefix of another's.
 const ID_END: u8 = 0xFF;
@@ -31,6 +36,15 @@ pub struct SledStore {
     history: Tree,
     /// Entries in `history`; sled's `len()` walks the whole tree, this does not.
     history_len: AtomicUsize,
+    /// The reserved uids not handed out yet.
+    uids: Mutex<UidBlock>,
+}
+
+/// Uids `next..=last` are reserved on disk and not handed out yet; empty when `next > last`.
+#[derive(Debug, Default)]
+struct UidBlock {
+    next: u64,
+    last: u64,
 }
 
 impl SledStore {
@@ -57,6 +71,7 @@ impl SledStore {
             history_len: AtomicUsize::new(history.len()),
             history,
             db,
+            uids: Mutex::new(UidBlock::default()),
         })
     }
 }
@@ -122,13 +137,25 @@ impl SledStore {
 
 impl Store for SledStore {
     fn next_uid(&self) -> Result<u64, StoreError> {
-        let stored = self
-            .db
-            .update_and_fetch(NEXT_UID_KEY, |old: Option<&[u8]>| {
-                let last = old.and_then(u64_of).unwrap_or(0);
-                Some(IVec::from(&(last + 1).to_be_bytes()[..]))
-            })?;
-        Ok(stored.as_deref().and_then(u64_of).unwrap_or(1))
+        let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        if block.next == 0 || block.next > block.last {
+            let stored = self
+                .db
+                .update_and_fetch(NEXT_UID_KEY, |old: Option<&[u8]>| {
+                    let high = old.and_then(u64_of).unwrap_or(0);
+                    Some(IVec::from(&(high + UID_BLOCK).to_be_bytes()[..]))
+                })?;
+            // Durable before any of these uids is handed out: a crash must not reuse one.
+            self.db.flush()?;
+            let last = stored.as_deref().and_then(u64_of).unwrap_or(UID_BLOCK);
+            *block = UidBlock {
+                next: last.saturating_sub(UID_BLOCK) + 1,
+                last,
+            };
+        }
+        let uid = block.next;
+        block.next += 1;
+        Ok(uid)
     }
 
     fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError> {
@@ -216,6 +243,8 @@ impl Store for SledStore {
         // generate_id is monotonic across restarts, so keys keep arrival order.
         let seq = self.db.generate_id()?;
         self.offline.insert(queue_key(device, seq), encode(msg)?)?;
+        // The sender is told "queued": make it survive a crash.
+        self.offline.flush()?;
         Ok(())
     }
 
@@ -275,6 +304,18 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        if block.next != 0 && block.next <= block.last {
+            // Give the unused reservation back so a clean restart keeps uids dense.
+            let given_back = self.db.compare_and_swap(
+                NEXT_UID_KEY,
+                Some(&block.last.to_be_bytes()[..]),
+                Some(&(block.next - 1).to_be_bytes()[..]),
+            )?;
+            if given_back.is_ok() {
+                block.last = block.next - 1;
+            }
+        }
         self.db.flush()?;
         Ok(())
     }
