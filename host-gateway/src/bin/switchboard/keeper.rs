@@ -96,57 +96,51 @@ async fn keep(spec: Spec, mut control: mpsc::Receiver<Control>, state: watch::Se
     // A `replace` request waiting for the new child to start.
     let mut replaced: Option<oneshot::Sender<()>> = None;
     loop {
-        let mut child = match start(&spec) {
-            Ok(child) => child,
+        match start(&spec) {
+            Ok(mut child) => {
+                let started = std::time::Instant::now();
+                state.send_modify(|s| {
+                    s.pid = child.id();
+                    s.started_at = unix_now();
+                });
+                tracing::info!(process = spec.name, pid = child.id(), "started");
+                if let Some(done) = replaced.take() {
+                    let _ = done.send(());
+                }
+                tokio::select! {
+                    exit = child.wait() => {
+                        let how = match exit {
+                            Ok(status) => status.to_string(),
+                            Err(err) => format!("wait failed: {err}"),
+                        };
+                        tracing::warn!(process = spec.name, exit = %how, "exited; restarting");
+                        state.send_modify(|s| { s.pid = None; s.last_exit = Some(how); s.restarts += 1; });
+                        if started.elapsed() >= HEALTHY_RUN { backoff = BACKOFF_MIN; }
+                    }
+                    Some(ctl) = control.recv() => {
+                        match finish(ctl, &spec, &state, Some(child)).await {
+                            Next::Exit => return,
+                            Next::Restart(done) => replaced = Some(done),
+                        }
+                        backoff = BACKOFF_MIN;
+                        continue; // a requested restart starts at once
+                    }
+                }
+            }
             Err(err) => {
                 tracing::error!(process = spec.name, program = %spec.program.display(), cause = %err, "cannot start");
                 state.send_modify(|s| s.last_exit = Some(format!("cannot start: {err}")));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    Some(ctl) = control.recv() => match finish(ctl, &spec, &state, None).await {
-                        Next::Exit => return,
-                        Next::Restart(done) => replaced = Some(done),
-                    },
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
             }
-        };
-        let started = std::time::Instant::now();
-        state.send_modify(|s| {
-            s.pid = child.id();
-            s.started_at = unix_now();
-        });
-        tracing::info!(process = spec.name, pid = child.id(), "started");
-        if let Some(done) = replaced.take() {
-            let _ = done.send(());
         }
+        // Crashed or could not start: wait before the next try, unless told otherwise.
         tokio::select! {
-            exit = child.wait() => {
-                let how = match exit {
-                    Ok(status) => status.to_string(),
-                    Err(err) => format!("wait failed: {err}"),
-                };
-                tracing::warn!(process = spec.name, exit = %how, "exited; restarting");
-                state.send_modify(|s| { s.pid = None; s.last_exit = Some(how); s.restarts += 1; });
-                if started.elapsed() >= HEALTHY_RUN { backoff = BACKOFF_MIN; }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    Some(ctl) = control.recv() => match finish(ctl, &spec, &state, None).await {
-                        Next::Exit => return,
-                        Next::Restart(done) => replaced = Some(done),
-                    },
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            Some(ctl) = control.recv() => {
-                match finish(ctl, &spec, &state, Some(child)).await {
-                    Next::Exit => return,
-                    Next::Restart(done) => replaced = Some(done),
-                }
-                backoff = BACKOFF_MIN;
-            }
+            _ = tokio::time::sleep(backoff) => {}
+            Some(ctl) = control.recv() => match finish(ctl, &spec, &state, None).await {
+                Next::Exit => return,
+                Next::Restart(done) => replaced = Some(done),
+            },
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
