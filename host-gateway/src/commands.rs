@@ -8,6 +8,7 @@ use std::sync::Arc;
 use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply};
 
 use crate::connection::Outgoing;
+use crate::registry::Client;
 use crate::router::{accepts, Router};
 use crate::stats::bump;
 
@@ -21,9 +22,11 @@ impl Router {
             Command::SendToAll { body, exclude } => {
                 let body = Arc::new(body);
                 let exclude: HashSet<ClientId> = exclude.into_iter().collect();
-                let ids = self.registry.iter().map(|(id, _)| *id);
-                let ids: Vec<ClientId> = ids.filter(|id| !exclude.contains(id)).collect();
-                self.broadcast(ids, &body);
+                for (id, client) in self.registry.iter() {
+                    if !exclude.contains(id) {
+                        self.offer_body(*id, client, &body);
+                    }
+                }
             }
             Command::SendToUid { uids, body } => {
                 let mut ids = BTreeSet::new();
@@ -39,16 +42,23 @@ impl Router {
                 body,
                 exclude,
             } => {
-                let mut ids = BTreeSet::new();
-                for group in &groups {
-                    if let Some(members) = self.registry.group_members(group) {
-                        ids.extend(members);
+                let body = Arc::new(body);
+                let exclude: HashSet<ClientId> = exclude.into_iter().collect();
+                if let [group] = groups.as_slice() {
+                    // The usual case (a chat line to one room): walk the index itself
+                    // rather than copying every member into a set first.
+                    let members = self.registry.group_members(group).into_iter().flatten();
+                    let ids = members.copied().filter(|id| !exclude.contains(id));
+                    self.broadcast(ids, &body);
+                } else {
+                    let mut ids = BTreeSet::new();
+                    for group in &groups {
+                        if let Some(members) = self.registry.group_members(group) {
+                            ids.extend(members.iter().filter(|id| !exclude.contains(id)));
+                        }
                     }
+                    self.broadcast(ids, &body);
                 }
-                for id in &exclude {
-                    ids.remove(id);
-                }
-                self.broadcast(ids, &Arc::new(body));
             }
             Command::BindUid { client, uid } => {
                 self.registry.bind_uid(client, uid);
@@ -102,14 +112,18 @@ impl Router {
     /// (a line for everyone is not for devices).
     fn broadcast(&self, ids: impl IntoIterator<Item = ClientId>, body: &Arc<Outbound>) {
         for id in ids {
-            let Some(client) = self.registry.get(id) else {
-                continue;
-            };
-            if accepts(client.handle.kind, body)
-                && !client.handle.offer(id, Outgoing::Send(body.clone()))
-            {
-                bump(&self.counters.dropped);
+            if let Some(client) = self.registry.get(id) {
+                self.offer_body(id, client, body);
             }
+        }
+    }
+
+    /// One recipient of a broadcast: skipped silently if it does not take this kind of body.
+    fn offer_body(&self, id: ClientId, client: &Client, body: &Arc<Outbound>) {
+        if accepts(client.handle.kind, body)
+            && !client.handle.offer(id, Outgoing::Send(body.clone()))
+        {
+            bump(&self.counters.dropped);
         }
     }
 
