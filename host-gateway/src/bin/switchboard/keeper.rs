@@ -179,6 +179,9 @@ fn start(spec: &Spec) -> std::io::Result<Child> {
     Command::new(&spec.program)
         .args(&spec.args)
         .stdin(Stdio::null())
+        // Its own process group: Ctrl-C in the terminal reaches only the supervisor, which
+        // then stops the children in order (workers before the gateway).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
 }
