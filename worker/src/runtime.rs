@@ -113,16 +113,17 @@ async fn handle<H: Handler>(
     let Delivery {
         gateway: from,
         id,
-        event,
+        mut event,
         ack,
     } = delivery;
     let client = event.client();
     let span = tracing::info_span!("event", gateway = from, event = id, client = %client);
     async {
-        let (session, closed) = match &event {
+        // The handler reads the session from the cache, never from the event: move it there.
+        let (session, closed) = match &mut event {
             Event::Connect { .. } => (Session::new(), false),
-            Event::Message { session, .. } => (session.clone(), false),
-            Event::Close { session, .. } => (session.clone(), true),
+            Event::Message { session, .. } => (std::mem::take(session), false),
+            Event::Close { session, .. } => (std::mem::take(session), true),
         };
         gateway.sessions().begin(client, session);
         let cx = Context::new(gateway.clone(), Arc::clone(store), client);
