@@ -187,11 +187,18 @@ impl Gateway {
     /// Sends to every linked gateway; tries them all and reports the first failure.
     async fn command_all(&self, command: Command) -> Result<(), GatewayError> {
         let mut result = Ok(());
-        for (gateway, link) in self.links() {
-            let sent = link
-                .tx
-                .send(WorkerToGateway::Command(command.clone()))
-                .await;
+        let links = self.links();
+        let last = links.len().saturating_sub(1);
+        let mut command = Some(command);
+        for (i, (gateway, link)) in links.into_iter().enumerate() {
+            // The last link (usually the only one) takes the command itself, not a copy.
+            let copy = if i == last {
+                command.take()
+            } else {
+                command.clone()
+            };
+            let Some(copy) = copy else { break };
+            let sent = link.tx.send(WorkerToGateway::Command(copy)).await;
             if sent.is_err() && result.is_ok() {
                 result = Err(GatewayError::LinkClosed(gateway));
             }
