@@ -83,6 +83,9 @@ pub enum StoreError {
         /// The bound.
         max: usize,
     },
+    /// The stored uid counter is at its end (in practice: a corrupt `next_uid` record).
+    #[error("no uids left to give out (stored counter at u64::MAX)")]
+    UidsExhausted,
     /// The database failed (I/O, corruption).
     #[error("store: {0}")]
     Db(#[from] ::sled::Error),

@@ -143,11 +143,17 @@ impl Store for SledStore {
                 .db
                 .update_and_fetch(NEXT_UID_KEY, |old: Option<&[u8]>| {
                     let high = old.and_then(u64_of).unwrap_or(0);
-                    Some(IVec::from(&(high + UID_BLOCK).to_be_bytes()[..]))
+                    // Saturating: a corrupt counter near u64::MAX is refused below, not a panic.
+                    Some(IVec::from(
+                        &high.saturating_add(UID_BLOCK).to_be_bytes()[..],
+                    ))
                 })?;
             // Durable before any of these uids is handed out: a crash must not reuse one.
             self.db.flush()?;
             let last = stored.as_deref().and_then(u64_of).unwrap_or(UID_BLOCK);
+            if last == u64::MAX {
+                return Err(StoreError::UidsExhausted);
+            }
             *block = UidBlock {
                 next: last.saturating_sub(UID_BLOCK) + 1,
                 last,
@@ -331,6 +337,16 @@ mod tests {
             text: text.into(),
             at: 5,
         }
+    }
+
+    #[test]
+    fn a_corrupt_uid_counter_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let near_end = (u64::MAX - 1).to_be_bytes();
+        store.db.insert(NEXT_UID_KEY, &near_end[..]).unwrap();
+        assert!(matches!(store.next_uid(), Err(StoreError::UidsExhausted)));
+        assert!(matches!(store.next_uid(), Err(StoreError::UidsExhausted)));
     }
 
     #[test]
