@@ -2,6 +2,7 @@
 //!
 //! - [`message`]: every device message, both directions, in one table.
 //! - [`frame`]: sans-IO framing of device messages (postcard + CRC-16 + COBS, `0x00` delimited).
+//! - [`reliable`]: which frames are acked, retry timing, and sans-IO dedup/retransmit helpers.
 //! - `link` (feature `link`): the gateway<->worker messages (events, commands, query replies).
 //! - `golden` (feature `golden`): pinned wire bytes of every device message, checked by the
 //!   host tests and meant to be checked by the firmware build too.
@@ -17,6 +18,7 @@ extern crate alloc;
 
 pub mod frame;
 pub mod message;
+pub mod reliable;
 
 #[cfg(feature = "link")]
 pub mod link;
