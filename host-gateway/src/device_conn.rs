@@ -1,12 +1,14 @@
 //! One device's connection over any byte stream (TCP or a serial port): decodes frames
 //! into the router, encodes its queue into frames with this side's sequence numbers, and
-//! answers the link chores itself (pings; malformed-frame reports). I/O only.
+//! does the link chores itself: pongs, malformed-frame reports, and the acknowledgements of
+//! `protocol::reliable` (acks and dedup of the device's frames, stop-and-wait retransmission
+//! of chat frames to it). I/O only: what the messages mean is the workers' business.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
+use protocol::reliable::{Dedup, Poll, Retransmit};
 use protocol::{DeviceMsg, ErrorCode, ErrorReport, Frame, FrameError, HostMsg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +26,23 @@ const ERROR_REPLY_INTERVAL: Duration = Duration::from_secs(1);
 const READ_BUF: usize = 1024;
 /// Bytes gathered from the queue into one write.
 const WRITE_BATCH: usize = 16 * 1024;
+/// Link chores (acks, pongs, reports) waiting for the writer. Each answers one received
+/// frame, and the writer drains them first; if the device floods faster than that, a chore
+/// is dropped (a lost ack makes the device retransmit; a lost pong is a missed ping).
+const CHORE_QUEUE: usize = 64;
+
+/// What the reader asks of the writer, ahead of the outbound queue.
+#[derive(Debug)]
+enum Chore {
+    /// Acknowledge the device's frame `seq`.
+    Ack(u16),
+    /// Answer a ping.
+    Pong(u32),
+    /// Report a frame we could not decode.
+    Report(ErrorReport),
+    /// The device acknowledged our frame `seq`.
+    Acked(u16),
+}
 
 /// Serves one accepted device TCP connection until it closes.
 pub async fn serve_tcp(ctx: Context, stream: TcpStream, peer: SocketAddr) {
@@ -52,9 +71,16 @@ where
     let ctx = conn.ctx().clone();
     let kick = conn.kick_token();
     let (mut rd, mut wr) = tokio::io::split(stream);
+    let (chores_tx, mut chores_rx) = mpsc::channel(CHORE_QUEUE);
     let end = {
-        let reader = read_frames(&mut rd, conn.id, &conn.own, &ctx);
-        let writer = write_queue(&mut wr, &mut conn.rx, conn.id, &ctx.counters);
+        let reader = read_frames(&mut rd, conn.id, &chores_tx, &ctx);
+        let writer = write_queue(
+            &mut wr,
+            &mut conn.rx,
+            &mut chores_rx,
+            conn.id,
+            &ctx.counters,
+        );
         tokio::select! {
             end = reader => end,
             end = writer => end,
@@ -69,16 +95,20 @@ where
 async fn read_frames(
     rd: &mut (impl AsyncRead + Unpin),
     id: ClientId,
-    own: &mpsc::Sender<Outgoing>,
+    chores: &mpsc::Sender<Chore>,
     ctx: &Context,
 ) -> End {
     let mut decoder = protocol::Decoder::<DeviceMsg>::new();
+    let mut dedup = Dedup::<DeviceMsg>::new();
     let mut buf = [0u8; READ_BUF];
     let mut last_report: Option<Instant> = None;
-    let answer = |msg: HostMsg| {
-        // Full means the device is not reading; it will be disconnected anyway.
-        let _ = own.try_send(Outgoing::Send(Arc::new(Outbound::Device(msg))));
+    let chore = |c: Chore| {
+        // Full: see CHORE_QUEUE for why dropping is the policy.
+        if chores.try_send(c).is_err() {
+            bump(&ctx.counters.dropped);
+        }
     };
+
     loop {
         let n = match rd.read(&mut buf).await {
             Ok(0) => return End::PeerClosed,
@@ -95,15 +125,24 @@ async fn read_frames(
                     let due = last_report.is_none_or(|t| t.elapsed() >= ERROR_REPLY_INTERVAL);
                     if due {
                         last_report = Some(Instant::now());
-                        answer(HostMsg::Error(error_report(err)));
+                        chore(Chore::Report(error_report(err)));
                     }
                     continue;
                 }
             };
             bump(&ctx.counters.messages_in);
-            match msg {
-                DeviceMsg::Ping { nonce } => answer(HostMsg::Pong { nonce }),
-                DeviceMsg::Pong { .. } | DeviceMsg::Ack { .. } => {}
+            let frame = Frame { seq, msg };
+            if frame.msg.needs_ack() {
+                chore(Chore::Ack(seq));
+                if !dedup.is_new(&frame) {
+                    tracing::debug!(seq, "retransmitted frame acked again, not delivered twice");
+                    continue;
+                }
+            }
+            match frame.msg {
+                DeviceMsg::Ping { nonce } => chore(Chore::Pong(nonce)),
+                DeviceMsg::Ack { seq } => chore(Chore::Acked(seq)),
+                DeviceMsg::Pong { .. } => {}
                 msg => {
                     if !Conn::inbound(&ctx.router, id, Inbound::Device(msg), seq).await {
                         return End::Shutdown;
@@ -122,46 +161,134 @@ fn error_report(err: FrameError) -> ErrorReport {
     ErrorReport { code, seq: 0 }
 }
 
-/// Writes queued items as frames, batching whatever is ready into one write.
+/// Writes queued items as frames, batching whatever is ready into one write. Link chores go
+/// first. A frame that needs an ack is the only one in flight: the queue behind it waits
+/// until it is acked or given up, so the device sees chat frames in order and one at a time.
 async fn write_queue(
     wr: &mut (impl AsyncWrite + Unpin),
     rx: &mut mpsc::Receiver<Outgoing>,
+    chores: &mut mpsc::Receiver<Chore>,
     id: ClientId,
     counters: &Counters,
 ) -> End {
     let mut encoder = Encoder {
         seq: 0,
         buf: Vec::new(),
+        inflight: Retransmit::new(),
+        epoch: tokio::time::Instant::now(),
     };
-    while let Some(first) = rx.recv().await {
+    let mut chores_open = true;
+    loop {
         encoder.buf.clear();
-        let mut item = Some(first);
-        let mut close = false;
-        while let Some(next) = item.take() {
-            close = encoder.push(next, id, counters);
-            if close || encoder.buf.len() >= WRITE_BATCH {
-                break;
+        let wake = encoder.retransmit(id, counters);
+        if encoder.buf.is_empty() {
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ready_for_more = !encoder.inflight.busy();
+            tokio::select! {
+                biased;
+                chore = chores.recv(), if chores_open => match chore {
+                    Some(chore) => encoder.chore(chore, id, counters),
+                    None => chores_open = false,
+                },
+                item = rx.recv(), if ready_for_more => match item {
+                    Some(item) => if encoder.batch(item, rx, id, counters) {
+                        if let Err(err) = wr.write_all(&encoder.buf).await {
+                            return End::Io(err);
+                        }
+                        return End::ClosedByWorker;
+                    },
+                    None => return End::ClosedByWorker,
+                },
+                _ = timer => {}
             }
-            item = rx.try_recv().ok();
         }
-        if let Err(err) = wr.write_all(&encoder.buf).await {
-            return End::Io(err);
+        // Chores that piled up meanwhile ride along in the same write.
+        while let Ok(chore) = chores.try_recv() {
+            encoder.chore(chore, id, counters);
         }
-        if close {
-            return End::ClosedByWorker;
+        if !encoder.buf.is_empty() {
+            if let Err(err) = wr.write_all(&encoder.buf).await {
+                return End::Io(err);
+            }
         }
     }
-    End::ClosedByWorker
 }
 
-/// Frames outgoing messages with this side's sequence numbers.
+/// Frames outgoing messages with this side's sequence numbers, and keeps the one frame
+/// in flight that waits for the device's ack.
 struct Encoder {
     /// Last sequence number used; 0 is skipped because reports use it for "no frame".
     seq: u16,
     buf: Vec<u8>,
+    inflight: Retransmit,
+    /// Zero of the millisecond clock `Retransmit` runs on.
+    epoch: tokio::time::Instant,
 }
 
 impl Encoder {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resends or gives up the frame in flight if due; returns when to look again.
+    fn retransmit(&mut self, id: ClientId, counters: &Counters) -> Option<tokio::time::Instant> {
+        let now = self.now_ms();
+        match self.inflight.poll(now) {
+            Poll::Idle => None,
+            Poll::WaitUntil(at) => Some(self.epoch + Duration::from_millis(at)),
+            Poll::Resend(bytes) => {
+                self.buf.extend_from_slice(bytes);
+                tracing::debug!(conn = %id, "no ack yet, frame sent again");
+                Some(tokio::time::Instant::now())
+            }
+            Poll::GaveUp(seq) => {
+                tracing::warn!(conn = %id, seq, "device never acknowledged a chat frame; dropped");
+                bump(&counters.dropped);
+                None
+            }
+        }
+    }
+
+    fn chore(&mut self, chore: Chore, id: ClientId, counters: &Counters) {
+        match chore {
+            Chore::Ack(seq) => self.frame(&HostMsg::Ack { seq }, id, counters),
+            Chore::Pong(nonce) => self.frame(&HostMsg::Pong { nonce }, id, counters),
+            Chore::Report(report) => self.frame(&HostMsg::Error(report), id, counters),
+            Chore::Acked(seq) => {
+                if !self.inflight.on_ack(seq) {
+                    tracing::debug!(conn = %id, seq, "ack for no frame in flight");
+                }
+            }
+        }
+    }
+
+    /// Encodes `first` and whatever else is queued, up to a batch or the first frame that
+    /// needs an ack; returns `true` if the connection must close after writing.
+    fn batch(
+        &mut self,
+        first: Outgoing,
+        rx: &mut mpsc::Receiver<Outgoing>,
+        id: ClientId,
+        counters: &Counters,
+    ) -> bool {
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            if self.push(next, id, counters) {
+                return true;
+            }
+            if self.inflight.busy() || self.buf.len() >= WRITE_BATCH {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        false
+    }
+
     /// Appends one item's frame; returns `true` if the connection must close after it.
     fn push(&mut self, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
         match item {
@@ -195,11 +322,17 @@ impl Encoder {
 
     fn frame(&mut self, msg: &HostMsg, id: ClientId, counters: &Counters) {
         self.seq = self.seq.wrapping_add(1).max(1);
-        match protocol::frame::encode_to_vec(&Frame { seq: self.seq, msg }) {
-            Ok(bytes) => {
-                self.buf.extend_from_slice(&bytes);
-                bump(&counters.messages_out);
-            }
+        let frame = Frame { seq: self.seq, msg };
+        let encoded = if msg.needs_ack() && !self.inflight.busy() {
+            let now = self.now_ms();
+            self.inflight
+                .start(&frame, now)
+                .map(|bytes| self.buf.extend_from_slice(bytes))
+        } else {
+            protocol::frame::encode_to_vec(&frame).map(|bytes| self.buf.extend_from_slice(&bytes))
+        };
+        match encoded {
+            Ok(()) => bump(&counters.messages_out),
             Err(err) => {
                 tracing::warn!(conn = %id, cause = %err, "message does not fit a frame, dropped");
                 bump(&counters.dropped);

@@ -83,14 +83,18 @@ async fn tcp_device_frames_ping_and_resync() {
     let mut dev = gw.device().await;
     let id = worker.connected(ClientKind::DeviceTcp).await;
 
-    dev.send(hello("dev-1")).await;
+    let hello_seq = dev.send(hello("dev-1")).await;
     assert_eq!(worker.message(id).await, Inbound::Device(hello("dev-1")));
+    // Hello needs an ack (protocol::reliable).
+    let ack = dev.recv().await;
+    assert_eq!(ack.msg, HostMsg::Ack { seq: hello_seq });
+    assert_eq!(ack.seq, 1);
 
     // Ping is answered by the gateway itself and never reaches the worker.
     dev.send(DeviceMsg::Ping { nonce: 0xdead_beef }).await;
     let pong = dev.recv().await;
     assert_eq!(pong.msg, HostMsg::Pong { nonce: 0xdead_beef });
-    assert_eq!(pong.seq, 1);
+    assert_eq!(pong.seq, 2);
 
     // Garbage (bad COBS/CRC) then a valid frame in the same write: the frame still arrives.
     let telemetry = DeviceMsg::Telemetry(protocol::Telemetry {
@@ -115,7 +119,7 @@ async fn tcp_device_frames_ping_and_resync() {
             seq: 0
         })
     );
-    assert_eq!(report.seq, 2);
+    assert_eq!(report.seq, 3);
 
     // A line for a device is dropped; the device sees only the chat frame after it.
     worker
@@ -195,4 +199,60 @@ async fn shutdown_says_goodbye_to_telnet_users() {
     gw.stop().await;
     assert_eq!(user.line().await, "! server shutting down");
     user.closed().await;
+}
+
+#[tokio::test]
+async fn device_chat_is_acked_deduplicated_and_retransmitted() {
+    let gw = Gateway::start().await;
+    let mut worker = gw.worker().await;
+    let mut dev = gw.device().await;
+    let id = worker.connected(ClientKind::DeviceTcp).await;
+    let hello_seq = dev.send(hello("dev-2")).await;
+    worker.message(id).await;
+    assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: hello_seq });
+
+    // The device's chat frame is acked; sent again (its ack was "lost"), it is acked again
+    // but reaches the worker once.
+    let said = DeviceMsg::Chat(protocol::ChatOut {
+        to: None,
+        text: "hi all".try_into().unwrap(),
+    });
+    let frame = protocol::frame::encode_to_vec(&protocol::Frame {
+        seq: 40,
+        msg: said.clone(),
+    })
+    .unwrap();
+    dev.send_raw(&frame).await;
+    assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: 40 });
+    dev.send_raw(&frame).await;
+    assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: 40 });
+    assert_eq!(worker.message(id).await, Inbound::Device(said));
+    worker.no_event(Duration::from_millis(100)).await;
+
+    // Two chat frames for the device: the second waits until the first is acked, and the
+    // first is sent again while no ack comes.
+    let chat = |text: &str| {
+        HostMsg::Chat(ChatIn {
+            from: "1".try_into().unwrap(),
+            direct: true,
+            text: text.try_into().unwrap(),
+        })
+    };
+    for text in ["one", "two"] {
+        worker
+            .command(Command::SendToClient {
+                client: id,
+                body: Outbound::Device(chat(text)),
+            })
+            .await;
+    }
+    let first = dev.recv().await;
+    assert_eq!(first.msg, chat("one"));
+    let again = dev.recv().await;
+    assert_eq!(again, first, "retransmitted unchanged, and before \"two\"");
+    dev.send(DeviceMsg::Ack { seq: first.seq }).await;
+    let second = dev.recv().await;
+    assert_eq!(second.msg, chat("two"));
+    dev.send(DeviceMsg::Ack { seq: second.seq }).await;
+    gw.stop().await;
 }

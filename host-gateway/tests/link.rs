@@ -76,6 +76,8 @@ async fn events_are_held_until_a_worker_connects_and_refused_past_the_limit() {
     user.send(b"third\n").await;
     assert_eq!(user.line().await, "! server busy, message not accepted");
     let seq = dev.send(hello("late")).await;
+    // Received intact (acked at the link level), then refused: the device must resend later.
+    assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq });
     let busy = dev.recv().await;
     assert_eq!(
         busy.msg,

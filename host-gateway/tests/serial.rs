@@ -51,11 +51,12 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     };
 
     let mut dev = Device::new(master);
-    dev.send(hello("pty-dev")).await;
+    let hello_seq = dev.send(hello("pty-dev")).await;
     assert_eq!(
         worker.message(first).await,
         Inbound::Device(hello("pty-dev"))
     );
+    assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: hello_seq });
     dev.send(DeviceMsg::Ping { nonce: 5 }).await;
     assert_eq!(dev.recv().await.msg, HostMsg::Pong { nonce: 5 });
     let chat = HostMsg::Chat(ChatIn {
