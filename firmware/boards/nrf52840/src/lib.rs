@@ -1,2 +1,0 @@
-//! Placeholder until this crate is written.
-#![no_std]

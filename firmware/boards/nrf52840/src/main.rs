@@ -1,0 +1,55 @@
+//! Switchboard firmware for the nRF52840-DK: the shared app (`app::run`) over UARTE0, which the
+//! DK's J-Link presents to the host as a USB serial port. Logs go out over RTT (defmt), read by
+//! `probe-rs run`. Pins and clocks are in `board`; the protocol and commands are the app's.
+#![no_std]
+#![no_main]
+
+mod board;
+mod stack;
+
+use app::{Board as _, Config, Stats};
+use embassy_executor::Spawner;
+use embassy_nrf::buffered_uarte::{BufferedUarteRx, BufferedUarteTx};
+use embassy_time::{Duration, Timer};
+use static_cell::StaticCell;
+use {defmt_rtt as _, panic_probe as _};
+
+/// Pause before `run` starts again after a link failure, so a line that keeps failing
+/// (overrun after overrun) costs a Hello a few times a second, not a busy loop.
+const RESTART_AFTER: Duration = Duration::from_millis(250);
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let p = embassy_nrf::init(board::config());
+
+    static RX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
+    static TX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
+    static ID: StaticCell<[u8; board::DEVICE_ID_LEN]> = StaticCell::new();
+    let parts = board::split(p, RX_BUF.init([0; _]), TX_BUF.init([0; _]));
+    let device_id = board::device_id(ID.init([0; _]));
+    defmt::info!("{} up as {}", board::Dk::NAME, device_id);
+
+    let config = Config {
+        device_id,
+        firmware: concat!(env!("CARGO_PKG_VERSION"), "+nrf52840-dk"),
+        telemetry_every: Config::DEFAULT_TELEMETRY_EVERY,
+    };
+    spawner.spawn(device(parts.rx, parts.tx, parts.board, config).unwrap());
+}
+
+/// The app on the UART, for ever: `run` returns when the link fails (an RX overrun, say) and
+/// starts again with a fresh Hello.
+#[embassy_executor::task]
+async fn device(
+    mut rx: BufferedUarteRx<'static>,
+    mut tx: BufferedUarteTx<'static>,
+    mut board: board::Dk,
+    config: Config,
+) {
+    static STATS: Stats = Stats::new();
+    loop {
+        // `run` logs why it returned.
+        app::run(&mut rx, &mut tx, &mut board, &config, &STATS).await;
+        Timer::after(RESTART_AFTER).await;
+    }
+}
