@@ -69,6 +69,11 @@ impl BenchBoard {
     /// Writes `fw` to the board's flash and resets it, with probe-rs.
     pub fn flash(&self, fw: &Firmware) -> Result<(), String> {
         probe_rs(&["download", "--chip", &self.chip, path_str(&fw.elf)])?;
+        self.reset()
+    }
+
+    /// Resets the board through its debug probe.
+    pub fn reset(&self) -> Result<(), String> {
         probe_rs(&["reset", "--chip", &self.chip])
     }
 }

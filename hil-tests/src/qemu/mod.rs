@@ -6,12 +6,14 @@
 //!   and unplug/plug.
 //! - [`QemuDevice`]: one QEMU process per device; boot, kill, reset; its log.
 //! - [`defmt`]: decodes the firmware's defmt output inside the harness.
+//! - [`chat`]: asking a device things as a telnet user, shared by the device tests.
 //! - [`board`]: a real board flashed with probe-rs, for `tests/hil_board.rs`.
 //!
 //! Timing figures measured here (ping round trips) are printed, never asserted.
 
 pub mod board;
 mod bridge;
+pub mod chat;
 pub mod defmt;
 mod device;
 pub mod firmware;
