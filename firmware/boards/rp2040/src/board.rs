@@ -1,8 +1,8 @@
 //! The Raspberry Pi Pico as the app sees it: which pins and peripherals carry the link and the
 //! LED, and the device id. Nothing here knows the protocol.
 //!
-//! - UART0: TX GP0 (pin 1), RX GP1 (pin 2), 115200 8N1, no flow control, 3.3 V levels. The
-//!   host side is a USB-UART adapter or a debug probe's UART bridge.
+//! - UART0: TX GP0 (pin 1), RX GP1 (pin 2, pulled up), 115200 8N1, no flow control, 3.3 V
+//!   levels. The host side is a USB-UART adapter or a debug probe's UART bridge.
 //! - LED: GP25, active high (the Pico's on-board LED; not the Pico W's, which hangs off the
 //!   wireless chip).
 
@@ -12,7 +12,7 @@ use embassy_rp::peripherals::{self, FLASH};
 use embassy_rp::uart::{
     self, BufferedInterruptHandler, BufferedUart, BufferedUartRx, BufferedUartTx,
 };
-use embassy_rp::{bind_interrupts, Peri, Peripherals};
+use embassy_rp::{bind_interrupts, pac, Peri, Peripherals};
 
 use crate::stack;
 
@@ -52,6 +52,10 @@ pub fn split(
     let mut uart_config = uart::Config::default();
     uart_config.baudrate = 115_200;
     let uart = BufferedUart::new(p.UART0, p.PIN_0, p.PIN_1, Irqs, tx_buf, rx_buf, uart_config);
+    // The driver leaves RX without pulls. A UART line idles high, so a pull-up makes an
+    // unplugged adapter read as a quiet line instead of noise (framing errors and breaks,
+    // each of which would end the link).
+    pac::PADS_BANK0.gpio(1).modify(|w| w.set_pue(true));
     let (tx, rx) = uart.split();
     let led = Output::new(p.PIN_25, Level::Low);
     Parts {

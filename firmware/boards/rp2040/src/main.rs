@@ -14,9 +14,8 @@ use embassy_time::{Duration, Timer};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
-/// Pause before `run` starts again after a link failure, so a line that keeps failing (a
-/// floating or unplugged RX pin reads as breaks) costs a Hello a few times a second, not a
-/// busy loop.
+/// Pause before `run` starts again after a link failure, so a line that keeps failing (noise,
+/// a held break) costs a Hello a few times a second, not a busy loop.
 const RESTART_AFTER: Duration = Duration::from_millis(250);
 
 #[embassy_executor::main]
