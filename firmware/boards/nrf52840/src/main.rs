@@ -8,10 +8,11 @@ mod board;
 mod stack;
 
 use app::{Board as _, Config, Stats};
+use board::{DEVICE_ID_LEN, UART_BUF_LEN};
 use embassy_executor::Spawner;
 use embassy_nrf::buffered_uarte::{BufferedUarteRx, BufferedUarteTx};
 use embassy_time::{Duration, Timer};
-use static_cell::StaticCell;
+use static_cell::ConstStaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
 /// Pause before `run` starts again after a link failure, so a line that keeps failing
@@ -22,11 +23,11 @@ const RESTART_AFTER: Duration = Duration::from_millis(250);
 async fn main(spawner: Spawner) {
     let p = embassy_nrf::init(board::config());
 
-    static RX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
-    static TX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
-    static ID: StaticCell<[u8; board::DEVICE_ID_LEN]> = StaticCell::new();
-    let parts = board::split(p, RX_BUF.init([0; _]), TX_BUF.init([0; _]));
-    let device_id = board::device_id(ID.init([0; _]));
+    static RX_BUF: ConstStaticCell<[u8; UART_BUF_LEN]> = ConstStaticCell::new([0; UART_BUF_LEN]);
+    static TX_BUF: ConstStaticCell<[u8; UART_BUF_LEN]> = ConstStaticCell::new([0; UART_BUF_LEN]);
+    static ID: ConstStaticCell<[u8; DEVICE_ID_LEN]> = ConstStaticCell::new([0; DEVICE_ID_LEN]);
+    let parts = board::split(p, RX_BUF.take(), TX_BUF.take());
+    let device_id = board::device_id(ID.take());
     defmt::info!("{} up as {}", board::Dk::NAME, device_id);
 
     let config = Config {

@@ -8,10 +8,11 @@ mod board;
 mod stack;
 
 use app::{Board as _, Config, Stats};
+use board::{DEVICE_ID_LEN, UART_BUF_LEN};
 use embassy_executor::Spawner;
 use embassy_rp::uart::{BufferedUartRx, BufferedUartTx};
 use embassy_time::{Duration, Timer};
-use static_cell::StaticCell;
+use static_cell::ConstStaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
 /// Pause before `run` starts again after a link failure, so a line that keeps failing (noise,
@@ -22,14 +23,15 @@ const RESTART_AFTER: Duration = Duration::from_millis(250);
 async fn main(spawner: Spawner) {
     let p = embassy_rp::init(Default::default());
 
-    static RX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
-    static TX_BUF: StaticCell<[u8; board::UART_BUF_LEN]> = StaticCell::new();
-    static ID: StaticCell<[u8; board::DEVICE_ID_LEN]> = StaticCell::new();
-    let parts = board::split(p, RX_BUF.init([0; _]), TX_BUF.init([0; _]));
+    static RX_BUF: ConstStaticCell<[u8; UART_BUF_LEN]> = ConstStaticCell::new([0; UART_BUF_LEN]);
+    static TX_BUF: ConstStaticCell<[u8; UART_BUF_LEN]> = ConstStaticCell::new([0; UART_BUF_LEN]);
+    static ID: ConstStaticCell<[u8; DEVICE_ID_LEN]> = ConstStaticCell::new([0; DEVICE_ID_LEN]);
+    let parts = board::split(p, RX_BUF.take(), TX_BUF.take());
     // probe-rs reads the RTT control block, which points into flash, right after reset; leaving
-    // execute-in-place then would hand it garbage (knurling-rs/defmt#683). 10 ms is plenty.
+    // execute-in-place then would hand it garbage (knurling-rs/defmt#683). 10 ms, as in
+    // embassy-rp's flash example.
     Timer::after_millis(10).await;
-    let device_id = board::device_id(parts.flash, ID.init([0; _]));
+    let device_id = board::device_id(parts.flash, ID.take());
     defmt::info!("{} up as {}", board::Pico::NAME, device_id);
 
     let config = Config {

@@ -14,8 +14,8 @@ extern "C" {
 /// Bytes at the bottom of the stack never written since reset. Scans upward from the limit,
 /// so it takes time proportional to the free space (~65 k reads at worst; under 10 ms at 125 MHz).
 pub fn never_used() -> u32 {
-    let mut word = &raw const _stack_end as *const u32;
-    let top = &raw const _stack_start as *const u32;
+    let mut word = &raw const _stack_end;
+    let top = &raw const _stack_start;
     let mut free = 0;
     // SAFETY: every address between the two linker symbols is RAM reserved for the stack;
     // reading it races with nothing that matters (a word changing under us only shifts the
