@@ -30,7 +30,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Telemetry interval when a board has no reason to pick another: often enough for `/who`
-    /// to look alive, rare enough to stay out of the way on a 115200-baud line.
-    pub const DEFAULT_TELEMETRY_EVERY: Duration = Duration::from_secs(30);
+    /// Telemetry interval when a board has no reason to pick another. It is also how soon a
+    /// serial device notices a restarted gateway (which answers telemetry from an unknown
+    /// device with `HelloRequired`), so not much longer; a burst is ~100 bytes, nothing on a
+    /// 115200-baud line.
+    pub const DEFAULT_TELEMETRY_EVERY: Duration = Duration::from_secs(10);
 }
