@@ -54,8 +54,11 @@ fn main() -> ! {
     let Some(regs) = lan9118::Regs::take_mps2_an385() else {
         panic!("LAN9118 taken twice");
     };
+    // The driver (two 1.5 KiB frame buffers) lives in a static, not in the net task's future,
+    // and is built in place rather than moved through `main`'s stack.
+    static NIC: StaticCell<Lan9118> = StaticCell::new();
     let nic = match Lan9118::new(regs, lan9118::Config { mac }) {
-        Ok(nic) => nic,
+        Ok(nic) => NIC.init(nic),
         Err(err) => {
             defmt::error!(
                 "no LAN9118 ({}); run QEMU with -nic user,model=lan9118",

@@ -44,7 +44,7 @@ pub fn ip_config() -> embassy_net::Config {
 
 /// Runs the stack: moves frames between the driver and the sockets. Never returns.
 #[embassy_executor::task]
-pub async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
+pub async fn net_task(mut runner: embassy_net::Runner<'static, &'static mut Lan9118>) -> ! {
     runner.run().await
 }
 
