@@ -184,7 +184,7 @@ impl<'c> Device<'c> {
             stats,
         };
         let text = command::answer(&chat.text, board, &env);
-        info!(
+        debug!(
             "'{}' from {}: '{}'",
             chat.text.as_str(),
             chat.from.as_str(),
