@@ -12,6 +12,10 @@ use crate::config::Config;
 use crate::control::PidFile;
 use crate::keeper::{unix_now, Keeper, ProcState, Spec};
 
+/// Demo device binaries, best first: the firmware's std simulation (the same application
+/// code as on the boards), then the test suite's simulated device. Both take `--id --tcp`.
+const DEMO_DEVICES: &[&str] = &["switchboard-sim", "switchboard-device"];
+
 /// How long the gateway has to start listening before `start` gives up.
 const GATEWAY_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -74,21 +78,23 @@ async fn supervise(config: &Config) -> Result<()> {
         args: config.child_args(),
     });
     let mut keepers = vec![gateway, worker];
-    let device_bin = bin.join("switchboard-device");
     if config.supervisor.demo_device {
-        if device_bin.exists() {
-            keepers.push(Keeper::spawn(Spec {
+        match DEMO_DEVICES.iter().map(|name| bin.join(name)).find(|p| p.exists()) {
+            Some(program) => keepers.push(Keeper::spawn(Spec {
                 name: "device",
-                program: device_bin,
+                program,
                 args: vec![
                     "--id".into(),
                     "demo".into(),
                     "--tcp".into(),
                     config.gateway.device_listen.clone().into(),
                 ],
-            }));
-        } else {
-            tracing::warn!(path = %device_bin.display(), "demo device binary not found; starting without it");
+            })),
+            None => tracing::warn!(
+                dir = %bin.display(),
+                looked_for = ?DEMO_DEVICES,
+                "demo device binary not found; starting without it"
+            ),
         }
     }
     state.ready = true;
