@@ -1,8 +1,8 @@
 //! Developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! - `start`: builds the release binaries and runs `switchboard start` on `switchboard.toml`.
-//! - `ci`: installs what the tests need on a fresh machine, then runs every check and test.
-//!   `.ci/run` calls exactly this.
+//! - `ci`: installs what the tests need on a fresh machine, then runs every check and test,
+//!   builds every firmware board and checks the QEMU build's size. `.ci/run` calls exactly this.
 //!
 //! Only orchestration lives here: no product code, nothing the binaries depend on.
 
@@ -11,6 +11,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+mod firmware;
 
 #[derive(Parser)]
 #[command(about = "Switchboard developer tasks")]
@@ -27,12 +29,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Install what the tests need, then run formatting, lint and every test.
+    /// Install what the tests need, then run formatting, lint, the firmware builds and
+    /// every test.
     Ci {
         /// Skip installing system packages and rustup targets.
         #[arg(long)]
         no_install: bool,
     },
+    /// Build every firmware board (release) and print its flash and RAM use.
+    Firmware,
 }
 
 /// The binaries `switchboard` supervises; built together so `reload` finds a fresh worker.
@@ -44,7 +49,8 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root).context("entering the workspace root")?;
     match cli.task {
         Task::Start { args } => start(&root, &args),
-        Task::Ci { no_install } => ci(no_install),
+        Task::Ci { no_install } => ci(&root, no_install),
+        Task::Firmware => firmware::build_all(&root),
     }
 }
 
@@ -70,7 +76,7 @@ fn start(root: &Path, args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-fn ci(no_install: bool) -> Result<()> {
+fn ci(root: &Path, no_install: bool) -> Result<()> {
     if !no_install {
         install_test_needs()?;
     }
@@ -94,6 +100,10 @@ fn ci(no_install: bool) -> Result<()> {
         "--features",
         "defmt,golden",
     ]))?;
+    // Every board, each in its own cargo invocation; fails if the QEMU build outgrows its
+    // budget. Before the tests, so the end-to-end tests find the firmware built.
+    firmware::build_all(root)?;
+    firmware::host_tests(root)?;
     // The end-to-end tests drive the real binaries; build them first so the tests
     // find them and the build's time is not charged to the first test's timeouts.
     let mut build = cargo(&["build", "--bins"]);
@@ -108,13 +118,54 @@ fn ci(no_install: bool) -> Result<()> {
 
 /// The Cortex-M3 target of the QEMU board; the protocol crate must build for it.
 const FIRMWARE_TARGET: &str = "thumbv7m-none-eabi";
+/// Every board's target: QEMU mps2 (M3), nRF52840 (M4F), RP2040 (M0+).
+const FIRMWARE_TARGETS: &[&str] = &[
+    "thumbv7m-none-eabi",
+    "thumbv7em-none-eabihf",
+    "thumbv6m-none-eabi",
+];
 
 /// What a fresh Debian machine with rustup lacks for the test suite.
 fn install_test_needs() -> Result<()> {
     // rustfmt and clippy come with the default rustup profile but not the minimal one.
     run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
-    run(Command::new("rustup").args(["target", "add", FIRMWARE_TARGET]))?;
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(FIRMWARE_TARGETS))?;
+    // The end-to-end tests run the real firmware in QEMU.
+    if !has_program("qemu-system-arm") {
+        let apt = |args: &[&str]| -> Command {
+            let mut cmd = if is_root() {
+                Command::new("apt-get")
+            } else {
+                let mut sudo = Command::new("sudo");
+                sudo.arg("apt-get");
+                sudo
+            };
+            cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            cmd
+        };
+        run(&mut apt(&["update"]))?;
+        run(&mut apt(&["install", "-y", "qemu-system-arm"]))?;
+    }
     Ok(())
+}
+
+/// Can `program` be started (is it on PATH)?
+fn has_program(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn cargo(args: &[&str]) -> Command {
