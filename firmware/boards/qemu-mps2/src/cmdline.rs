@@ -1,7 +1,8 @@
-//! The device id, read at run time from the QEMU command line through semihosting
-//! (SYS_GET_CMDLINE), so one ELF can be several devices: `-append "id=dev1"` with
-//! `-kernel`, or `-semihosting-config enable=on,arg=fw,arg=id=dev1`. Reading it needs
-//! semihosting enabled (so does the defmt log); nothing else here touches the host.
+//! Settings read at run time from the QEMU command line through semihosting
+//! (SYS_GET_CMDLINE), so one ELF can be several devices: the device id from `-append "id=dev1"`
+//! with `-kernel` (or `-semihosting-config enable=on,arg=fw,arg=id=dev1`), and any other
+//! `KEY=VALUE` a board needs ([`with_arg`]). Reading it needs semihosting enabled (so does the
+//! defmt log); nothing else here touches the host.
 
 use app::text::truncated;
 use protocol::PeerId;
@@ -25,16 +26,22 @@ pub fn device_id(default: &'static str) -> &'static str {
 }
 
 fn find_id() -> Option<PeerId> {
+    with_arg("id=", |id| id.map(truncated))
+}
+
+/// Calls `f` with the value of the first non-empty argument starting with `key` (`"port="`),
+/// or `None` when there is none or the command line cannot be read.
+pub fn with_arg<R>(key: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
     let args = match semihosting::experimental::env::args::<CMDLINE_MAX>() {
         Ok(args) => args,
         Err(_) => {
             defmt::warn!("semihosting command line unreadable");
-            return None;
+            return f(None);
         }
     };
-    (&args)
+    let value = (&args)
         .filter_map(Result::ok)
-        .filter_map(|arg| arg.strip_prefix("id="))
-        .find(|id| !id.is_empty())
-        .map(truncated)
+        .filter_map(|arg| arg.strip_prefix(key))
+        .find(|value| !value.is_empty());
+    f(value)
 }
