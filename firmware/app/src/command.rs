@@ -1,16 +1,21 @@
-//! Chat commands: the text of a direct message in, the reply text out. Pure functions, no
-//! I/O and no clock (the caller passes the uptime), so the host tests cover every answer.
-//! Who gets the reply and when it is sent is [`crate::device`]'s business.
+//! Chat commands: the text of a direct message in, the reply text out, and what a line asks
+//! for ([`parse`]). Pure functions, no I/O and no clock (the caller passes the uptime), so the
+//! host tests cover every answer. Who gets the reply, what `send` sends and what a device
+//! answers another device is [`crate::device`]'s business.
 
 use core::fmt::Write;
 
-use protocol::Text;
+use protocol::{ChatOut, Text, MAX_ID_LEN, MAX_TEXT_LEN};
 
-use crate::text::{prefix, write_duration, TextWriter};
+use crate::text::{prefix, truncated, write_duration, TextWriter};
 use crate::{Board, Config, Stats};
 
 /// The reply to `help`.
-pub const HELP: &str = "commands: help, ping, echo TEXT, uptime, led on|off|toggle|status, info";
+pub const HELP: &str =
+    "commands: help, ping, echo TEXT, uptime, led on|off|toggle|status, info, send PEER TEXT";
+const _: () = assert!(HELP.len() <= MAX_TEXT_LEN, "help must fit one chat frame");
+/// The reply to a `send` without a peer, without a text, or with a peer id too long to exist.
+pub const SEND_USAGE: &str = "usage: send PEER TEXT";
 /// Longest part of an unknown command quoted back, so the hint after it always fits.
 const QUOTE_MAX: usize = 40;
 
@@ -25,11 +30,87 @@ pub struct Env<'a> {
     pub stats: &'a Stats,
 }
 
+/// What a chat line asks of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `send PEER TEXT`: send `text` to `peer`; [`answer`] tells the requester `sent to PEER`.
+    Send {
+        /// Non-empty and at most [`protocol::MAX_ID_LEN`] bytes: fits a [`protocol::PeerId`].
+        peer: &'a str,
+        /// Non-empty; as long as the line allows.
+        text: &'a str,
+    },
+    /// A command exactly as [`HELP`] lists it (`ping`, `led on`, `echo TEXT`, but not
+    /// `ping now` or `uptime 12s`): what a device answers another device.
+    Command,
+    /// Anything else, a malformed `send` included: a human gets [`answer`]'s reply (a hint
+    /// or the usage), a device's text is not answered.
+    Other,
+}
+
+/// Splits a trimmed line into its command word and the rest (which may start with spaces).
+fn split(line: &str) -> (&str, &str) {
+    line.split_once(char::is_whitespace).unwrap_or((line, ""))
+}
+
+/// What `line` asks for. Strict where [`answer`] is lenient (`answer` replies `pong` to
+/// `ping now`; this calls it [`Request::Other`]) so that replies such as `uptime 12s` are not
+/// commands to the device that receives them.
+pub fn parse(line: &str) -> Request<'_> {
+    let (word, arg) = split(line.trim());
+    let arg = arg.trim();
+    let is = |name: &str| word.eq_ignore_ascii_case(name);
+    let is_arg = |name: &str| arg.eq_ignore_ascii_case(name);
+    if is("send") {
+        return match send(arg) {
+            Some((peer, text)) => Request::Send { peer, text },
+            None => Request::Other,
+        };
+    }
+    let command = if is("help") || is("ping") || is("uptime") || is("info") {
+        arg.is_empty()
+    } else if is("echo") {
+        !arg.is_empty()
+    } else if is("led") {
+        arg.is_empty() || ["on", "off", "toggle", "status"].into_iter().any(is_arg)
+    } else {
+        false
+    };
+    if command {
+        Request::Command
+    } else {
+        Request::Other
+    }
+}
+
+/// `PEER TEXT` (the arguments of `send`), if both are there and PEER is a possible id.
+fn send(arg: &str) -> Option<(&str, &str)> {
+    let (peer, text) = split(arg.trim());
+    let text = text.trim_start();
+    let fits = !peer.is_empty() && peer.len() <= MAX_ID_LEN;
+    (fits && !text.is_empty()).then_some((peer, text))
+}
+
+impl Request<'_> {
+    /// The chat a [`Request::Send`] asks for; TEXT cut to a frame on a char boundary (a chat
+    /// line always fits anyway).
+    pub fn chat_out(&self) -> Option<ChatOut> {
+        match *self {
+            Request::Send { peer, text } => Some(ChatOut {
+                to: Some(truncated::<MAX_ID_LEN>(peer)),
+                text: truncated(text),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The reply to the chat line `line`; every line gets one, an unknown command a hint.
-/// `led` commands switch the board's LED before answering.
+/// `led` commands switch the board's LED before answering; `send` only says what it sends
+/// (sending is [`crate::device`]'s job, see [`parse`]).
 pub fn answer<B: Board>(line: &str, board: &mut B, env: &Env<'_>) -> Text {
     let line = line.trim();
-    let (word, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let (word, arg) = split(line);
     let is = |name: &str| word.eq_ignore_ascii_case(name);
     let mut out = TextWriter::new();
     // Writing to a TextWriter never fails; it truncates.
@@ -50,6 +131,11 @@ pub fn answer<B: Board>(line: &str, board: &mut B, env: &Env<'_>) -> Text {
         led(arg.trim(), board, &mut out)
     } else if is("info") {
         info(board, env, &mut out)
+    } else if is("send") {
+        match send(arg) {
+            Some((peer, _)) => write!(out, "sent to {peer}"),
+            None => out.write_str(SEND_USAGE),
+        }
     } else if word.is_empty() {
         out.write_str("empty command; try help")
     } else {
@@ -185,6 +271,95 @@ mod tests {
         );
         b.stack = None;
         assert!(!ask(b, "info").contains("stack"));
+    }
+
+    #[test]
+    fn send_names_its_peer_or_shows_the_usage() {
+        let b = &mut Fake::default();
+        assert_eq!(ask(b, "send devB ping"), "sent to devB");
+        assert_eq!(ask(b, "SEND  devB   echo  two"), "sent to devB");
+        assert_eq!(ask(b, "send"), SEND_USAGE);
+        assert_eq!(ask(b, "send devB"), SEND_USAGE);
+        assert_eq!(ask(b, "send devB   "), SEND_USAGE);
+        let long_peer = format!("send {} ping", "d".repeat(protocol::MAX_ID_LEN + 1));
+        assert_eq!(ask(b, &long_peer), SEND_USAGE);
+        let max_peer = "d".repeat(protocol::MAX_ID_LEN);
+        assert_eq!(
+            ask(b, &format!("send {max_peer} ping")),
+            format!("sent to {max_peer}").as_str()
+        );
+    }
+
+    #[test]
+    fn parse_send_keeps_the_text_from_its_first_word() {
+        let out = |peer, text| Request::Send { peer, text };
+        assert_eq!(parse("send devB ping"), out("devB", "ping"));
+        assert_eq!(
+            parse(" Send devB  echo  a b \r\n"),
+            out("devB", "echo  a b")
+        );
+        assert_eq!(parse("send 42 hello"), out("42", "hello"));
+        for bad in ["send", "send devB", "send  ", "sendx devB ping"] {
+            assert_eq!(parse(bad), Request::Other, "{bad:?}");
+        }
+        let long_peer = format!("send {} ping", "d".repeat(protocol::MAX_ID_LEN + 1));
+        assert_eq!(parse(&long_peer), Request::Other);
+    }
+
+    #[test]
+    fn parse_knows_commands_only_as_help_lists_them() {
+        for line in [
+            "help",
+            "PING",
+            " ping ",
+            "uptime",
+            "info",
+            "echo x",
+            "led",
+            "led on",
+            "LED Off",
+            "led toggle",
+            "led status",
+        ] {
+            assert_eq!(parse(line), Request::Command, "{line:?}");
+        }
+        for line in [
+            "",
+            "pong",
+            "ping now",
+            "uptime 1h02m03s",
+            "info please",
+            "echo",
+            "led blink",
+            "help me",
+            "frob",
+            "firmware 0.1.0 on fake",
+            "usage: echo TEXT",
+            "sent to devB",
+        ] {
+            assert_eq!(parse(line), Request::Other, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn only_echo_and_led_replies_read_as_commands() {
+        // What a device would answer if another device sent it the reply: the loop guard in
+        // `device` drops exactly these replies to devices.
+        let b = &mut Fake::default();
+        for line in [
+            "help",
+            "ping",
+            "uptime",
+            "info",
+            "echo",
+            "led blink",
+            "send",
+            "frob",
+        ] {
+            assert_eq!(parse(&ask(b, line)), Request::Other, "{line:?}");
+        }
+        assert_eq!(parse(&ask(b, "led on")), Request::Command);
+        assert_eq!(parse(&ask(b, "echo ping")), Request::Command);
     }
 
     #[test]

@@ -1,18 +1,28 @@
 //! The device's side of one link, sans-IO: host bytes in, frames to write out, and when to
 //! look again. Owns the sequence numbers, the hello handshake, acks and dedup of host chat,
 //! the stop-and-wait slot for the device's own Hello and Chat frames, the bounded reply
-//! queue and the telemetry schedule. Time is passed in (ms since boot); I/O is
-//! [`crate::run`]'s job, command answers are [`crate::command`]'s.
+//! queue and the telemetry schedule, and who gets which chat: replies, `send`, relays. Time
+//! is passed in (ms since boot); I/O is [`crate::run`]'s job, command answers are
+//! [`crate::command`]'s.
+//!
+//! Devices talking to devices never loop. A device sends another device only (1) the text of
+//! a `send`, which only a human can ask for, or (2) a reply to a command from that device, and
+//! only a reply that is not itself a command ([`Request::Command`]). Text from a device that
+//! is not a command is never answered: it goes to the human who last asked for a `send` (the
+//! relay target), or nowhere. So each human request causes at most two device-to-device
+//! messages.
+
+use core::fmt::Write as _;
 
 use heapless::Deque;
 use protocol::reliable::{Dedup, Poll, Retransmit};
 use protocol::{
-    encode, ChatIn, ChatOut, Decoder, DeviceMsg, ErrorCode, Frame, Hello, HostMsg, Telemetry,
-    MAX_WIRE_LEN, PROTOCOL_VERSION,
+    encode, ChatIn, ChatOut, Decoder, DeviceMsg, ErrorCode, Frame, Hello, HostMsg, PeerId,
+    Telemetry, Text, MAX_WIRE_LEN, PROTOCOL_VERSION,
 };
 
-use crate::command::{self, Env};
-use crate::text::truncated;
+use crate::command::{self, Env, Request};
+use crate::text::{truncated, TextWriter};
 use crate::{Board, Config, Stats};
 
 /// Replies waiting while another frame awaits its ack. Small: a human types slower than the
@@ -90,6 +100,9 @@ pub struct Device<'c> {
     telemetry_next: usize,
     /// A Hello went out on this link (acked or not).
     said_hello: bool,
+    /// The human who last asked for a `send`: device text that is not a command goes there.
+    /// Only ever a human uid, so a relay never reaches a device.
+    relay_to: Option<PeerId>,
 }
 
 impl<'c> Device<'c> {
@@ -108,6 +121,7 @@ impl<'c> Device<'c> {
             telemetry_due_ms: now_ms.saturating_add(config.telemetry_every.as_millis()),
             telemetry_next: MEASUREMENTS.len(),
             said_hello: false,
+            relay_to: None,
         }
     }
 
@@ -152,10 +166,12 @@ impl<'c> Device<'c> {
                 self.chore(Chore::Ack(frame.seq));
                 if !new {
                     debug!("host chat {} again, acked, not answered", frame.seq);
-                } else if chat.direct {
-                    self.answer(chat, now_ms, board, stats);
-                } else {
+                } else if !chat.direct {
                     debug!("broadcast from {} ignored", chat.from.as_str());
+                } else if is_human(&chat.from) {
+                    self.on_human_chat(chat, now_ms, board, stats);
+                } else {
+                    self.on_device_chat(chat, now_ms, board, stats);
                 }
             }
             HostMsg::Ack { seq } => {
@@ -177,7 +193,58 @@ impl<'c> Device<'c> {
         }
     }
 
-    fn answer<B: Board>(&mut self, chat: ChatIn, now_ms: u64, board: &mut B, stats: &Stats) {
+    /// A human's direct message: every line gets a reply; a `send` also queues its message
+    /// and makes the human the relay target.
+    fn on_human_chat<B: Board>(&mut self, chat: ChatIn, now_ms: u64, board: &mut B, stats: &Stats) {
+        let text = self.answer(&chat, now_ms, board, stats);
+        // The reply first, so "sent to PEER" reaches the human before the peer's answer.
+        self.queue(
+            ChatOut {
+                to: Some(chat.from.clone()),
+                text,
+            },
+            stats,
+        );
+        if let Some(out) = command::parse(&chat.text).chat_out() {
+            self.relay_to = Some(chat.from);
+            self.queue(out, stats);
+        }
+    }
+
+    /// Another device's direct message: a command is answered unless the answer would be a
+    /// command to that device; any other text is relayed or dropped, never answered.
+    fn on_device_chat<B: Board>(
+        &mut self,
+        chat: ChatIn,
+        now_ms: u64,
+        board: &mut B,
+        stats: &Stats,
+    ) {
+        if command::parse(&chat.text) == Request::Command {
+            let text = self.answer(&chat, now_ms, board, stats);
+            if command::parse(&text) == Request::Command {
+                // `led on` answers `led on`: sent back, the two devices would never stop.
+                info!("reply to {} is a command; dropped", chat.from.as_str());
+            } else {
+                let to = Some(chat.from);
+                self.queue(ChatOut { to, text }, stats);
+            }
+        } else if let Some(to) = self.relay_to.clone() {
+            let mut text = TextWriter::new();
+            // Cannot fail: a TextWriter truncates on a char boundary instead.
+            let _ = write!(text, "{}: {}", chat.from.as_str(), chat.text.as_str());
+            let text = text.finish();
+            self.queue(ChatOut { to: Some(to), text }, stats);
+        } else {
+            info!(
+                "'{}' from {}: no relay target, dropped",
+                chat.text.as_str(),
+                chat.from.as_str()
+            );
+        }
+    }
+
+    fn answer<B: Board>(&self, chat: &ChatIn, now_ms: u64, board: &mut B, stats: &Stats) -> Text {
         let env = Env {
             uptime_s: now_ms / 1000,
             config: self.config,
@@ -190,16 +257,18 @@ impl<'c> Device<'c> {
             chat.from.as_str(),
             text.as_str()
         );
+        text
+    }
+
+    /// Queues a chat to send, dropping the oldest waiting one if the queue is full.
+    fn queue(&mut self, chat: ChatOut, stats: &Stats) {
         if self.replies.is_full() {
             self.replies.pop_front();
             stats.replies_dropped.bump();
             warn!("reply queue full, oldest reply dropped");
         }
         // Cannot fail: a slot was freed above if there was none.
-        let _ = self.replies.push_back(ChatOut {
-            to: Some(chat.from),
-            text,
-        });
+        let _ = self.replies.push_back(chat);
     }
 
     /// The gateway does not know us (it restarted, or missed our Hello): say Hello again,
@@ -375,6 +444,12 @@ impl<'c> Device<'c> {
             }
         }
     }
+}
+
+/// Human uids are decimal digits; device ids never are (the gateway refuses all-digit ids).
+/// An empty id is neither and is treated as a device, the side that is never obeyed.
+fn is_human(peer: &str) -> bool {
+    !peer.is_empty() && peer.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The value of telemetry `name` now, if the board can tell.

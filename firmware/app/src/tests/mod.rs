@@ -2,3 +2,5 @@
 //! Inside the crate rather than under `tests/`, so they build with logging compiled out.
 
 mod device;
+mod harness;
+mod relay;
