@@ -8,9 +8,10 @@
 //! trip figures are printed, not asserted.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hil::harness::{Cluster, ClusterOptions, Matcher};
+use hil::harness::{Cluster, ClusterOptions, Matcher, TelnetUser};
 use hil::qemu::chat::{
     ask, ask_exact, assert_absent, counter, expect_joined, ping_until_pong, uptime_secs, Timed,
     JOIN,
@@ -191,18 +192,11 @@ async fn uart_device_power_cycle_gets_the_message_queued_meanwhile() {
     c.assert_alive();
 }
 
-/// Noise on the serial line, both ways, in bursts between and inside frames: the session
-/// survives, the device counts what it could not decode.
-#[tokio::test]
-async fn uart_line_noise_both_ways_does_not_break_the_session() {
-    let _t = timed("uart_line_noise_both_ways_does_not_break_the_session");
-    let mut c = Cluster::start_with(ClusterOptions::default().serial("dev1")).await;
-    let mut alice = c.user("alice").await;
-    let mut dev = QemuDevice::uart(&c, "dev1").await;
-    expect_joined(&mut alice, "dev1").await;
-    let errors_before = counter(&ask(&mut alice, "dev1", "info").await, "errors");
-    let bridge = dev.uart_bridge();
-
+/// Bursts of noise on `dev`'s link, both ways, between and inside frames; after each the
+/// session still works, and the device counts what it could not decode.
+async fn noise_both_ways_then_talk(alice: &mut TelnetUser, dev: &QemuDevice) {
+    let id = dev.id();
+    let errors_before = counter(&ask(alice, id, "info").await, "errors");
     let bursts: [&[u8]; 5] = [
         b"\x13\x37 line noise \xff\xfe\x01\x00",
         &[0x00; 16],
@@ -212,49 +206,66 @@ async fn uart_line_noise_both_ways_does_not_break_the_session() {
     ];
     for (i, burst) in bursts.iter().enumerate() {
         for dir in [Direction::ToDevice, Direction::ToHost] {
-            bridge
-                .inject(dir, burst)
+            dev.inject(dir, burst)
                 .await
                 .unwrap_or_else(|e| panic!("injecting burst {i} {dir:?}: {e}"));
         }
         // A frame may be cut by the burst; retransmission covers it.
-        ask_exact(
-            &mut alice,
-            "dev1",
-            &format!("echo after burst {i}"),
-            &format!("after burst {i}"),
-        )
-        .await;
+        let (cmd, answer) = (format!("echo after burst {i}"), format!("after burst {i}"));
+        ask_exact(alice, id, &cmd, &answer).await;
     }
-    // Noise while a reply is on its way.
-    alice.send_line("dev1:echo through the noise").await;
-    bridge
-        .inject(Direction::ToDevice, b"\x00\xff\xff\x00")
+    // Noise while a message and its reply are on their way.
+    alice
+        .send_line(&format!("{id}:echo through the noise"))
+        .await;
+    dev.inject(Direction::ToDevice, b"\x00\xff\xff\x00")
         .await
         .ok();
-    bridge
-        .inject(Direction::ToHost, b"\x00\xee\xee\x00")
+    dev.inject(Direction::ToHost, b"\x00\xee\xee\x00")
         .await
         .ok();
     alice
-        .expect_line("dev1 (dev1) -> you: through the noise")
+        .expect_line(format!("{id} ({id}) -> you: through the noise"))
         .await;
-    ask_exact(&mut alice, "dev1", "ping", "pong").await;
+    ask_exact(alice, id, "ping", "pong").await;
 
-    let errors_after = counter(&ask(&mut alice, "dev1", "info").await, "errors");
+    let errors_after = counter(&ask(alice, id, "info").await, "errors");
     assert!(
         errors_after > errors_before,
-        "the device should count the noise it received as frame errors \
+        "{id} should count the noise it received as frame errors \
          ({errors_before} before, {errors_after} after)"
     );
-    let injected = bridge
-        .stats()
-        .injected
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let injected = dev
+        .wire_stats()
+        .map_or(0, |s| s.injected.load(Ordering::Relaxed));
     assert!(
         injected > 1000,
         "the noise should have gone out: {injected} bytes"
     );
+}
+
+/// Noise on the serial line (the bridge between the pty and QEMU's UART).
+#[tokio::test]
+async fn uart_line_noise_both_ways_does_not_break_the_session() {
+    let _t = timed("uart_line_noise_both_ways_does_not_break_the_session");
+    let mut c = Cluster::start_with(ClusterOptions::default().serial("dev1")).await;
+    let mut alice = c.user("alice").await;
+    let mut dev = QemuDevice::uart(&c, "dev1").await;
+    expect_joined(&mut alice, "dev1").await;
+    noise_both_ways_then_talk(&mut alice, &dev).await;
+    dev.assert_running();
+    c.assert_alive();
+}
+
+/// Garbage inside the Ethernet device's TCP stream (through a proxy), both ways.
+#[tokio::test]
+async fn eth_stream_garbage_both_ways_does_not_break_the_session() {
+    let _t = timed("eth_stream_garbage_both_ways_does_not_break_the_session");
+    let mut c = Cluster::start().await;
+    let mut alice = c.user("alice").await;
+    let mut dev = QemuDevice::eth_via_proxy(&c, "eth1").await;
+    expect_joined(&mut alice, "eth1").await;
+    noise_both_ways_then_talk(&mut alice, &dev).await;
     dev.assert_running();
     c.assert_alive();
 }

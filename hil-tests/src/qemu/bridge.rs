@@ -27,7 +27,7 @@ use tokio_serial::SerialStream;
 use crate::device::{PtyError, PtyLink};
 
 /// Read size per copy; the device's frames are far smaller.
-const CHUNK: usize = 4096;
+pub(super) const CHUNK: usize = 4096;
 
 /// Which way injected bytes travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +290,7 @@ fn not_connected(what: &str) -> io::Error {
 }
 
 /// Reads from `stream`, or waits forever if there is none (so a `select!` branch idles).
-async fn read_some<S: AsyncRead + Unpin>(
+pub(super) async fn read_some<S: AsyncRead + Unpin>(
     stream: Option<&mut S>,
     buf: &mut [u8],
 ) -> io::Result<usize> {

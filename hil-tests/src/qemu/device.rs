@@ -16,9 +16,10 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::bridge::SerialBridge;
+use super::bridge::{BridgeStats, Direction, SerialBridge};
 use super::defmt::spawn_decoder;
 use super::firmware::{firmware, path_str, Firmware, QEMU_ETH, QEMU_UART};
+use super::proxy::TcpProxy;
 use crate::harness::{tail, Cluster};
 
 /// How long QEMU gets to start and connect its UART socket.
@@ -42,6 +43,8 @@ pub enum Link {
     Eth {
         /// The gateway's device port on the host's loopback.
         gateway: SocketAddr,
+        /// A proxy the firmware connects to instead, to inject bytes into the stream.
+        proxy: Option<TcpProxy>,
     },
 }
 
@@ -75,6 +78,20 @@ impl QemuDevice {
         let fw = firmware(QEMU_ETH);
         let link = Link::Eth {
             gateway: cluster.device_addr,
+            proxy: None,
+        };
+        Self::boot_new(id, fw, link, cluster.dir()).await
+    }
+
+    /// [`QemuDevice::eth`] through a [`TcpProxy`], so the test can inject bytes.
+    pub async fn eth_via_proxy(cluster: &Cluster, id: &str) -> Self {
+        let fw = firmware(QEMU_ETH);
+        let proxy = TcpProxy::start(cluster.device_addr)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: starting the TCP proxy: {e}"));
+        let link = Link::Eth {
+            gateway: cluster.device_addr,
+            proxy: Some(proxy),
         };
         Self::boot_new(id, fw, link, cluster.dir()).await
     }
@@ -113,6 +130,28 @@ impl QemuDevice {
     pub fn uart_bridge(&self) -> &SerialBridge {
         self.bridge()
             .unwrap_or_else(|| panic!("{} is an Ethernet device: no serial bridge", self.id))
+    }
+
+    /// Writes raw bytes onto the device's link in `dir`, through its serial bridge or its
+    /// TCP proxy; panics if it has neither.
+    pub async fn inject(&self, dir: Direction, bytes: &[u8]) -> std::io::Result<()> {
+        match &self.link {
+            Link::Uart(bridge) => bridge.inject(dir, bytes).await,
+            Link::Eth {
+                proxy: Some(proxy), ..
+            } => proxy.inject(dir, bytes).await,
+            Link::Eth { proxy: None, .. } => {
+                panic!("{} has no TCP proxy: boot it with eth_via_proxy", self.id)
+            }
+        }
+    }
+
+    /// Byte counts of the bridge or proxy, if the device has one.
+    pub fn wire_stats(&self) -> Option<&BridgeStats> {
+        match &self.link {
+            Link::Uart(bridge) => Some(bridge.stats()),
+            Link::Eth { proxy, .. } => proxy.as_ref().map(TcpProxy::stats),
+        }
     }
 
     /// Is QEMU running?
@@ -248,12 +287,13 @@ impl QemuDevice {
                 args.extend(["-serial".to_owned(), bridge.qemu_serial_arg()]);
                 args.extend(["-nic".to_owned(), "none".to_owned()]);
             }
-            Link::Eth { gateway } => {
+            Link::Eth { gateway, proxy } => {
+                let port = proxy.as_ref().map_or(gateway.port(), |p| p.addr().port());
                 // UART0 to nowhere: QEMU's default would be a console on stdout, where
                 // the defmt bytes go.
                 args.extend(["-serial".to_owned(), "null".to_owned()]);
                 args.extend(["-nic".to_owned(), "user,model=lan9118".to_owned()]);
-                append.push_str(&format!(" port={}", gateway.port()));
+                append.push_str(&format!(" port={port}"));
             }
         }
         args.extend(["-append".to_owned(), append]);

@@ -4,6 +4,7 @@
 //! - [`firmware`]: builds a board's firmware once per test process; its defmt table.
 //! - [`SerialBridge`]: pty (for the gateway) <-> QEMU's UART socket, with noise injection
 //!   and unplug/plug.
+//! - [`TcpProxy`]: the same hand on the wire for an Ethernet device's TCP stream.
 //! - [`QemuDevice`]: one QEMU process per device; boot, kill, reset; its log.
 //! - [`defmt`]: decodes the firmware's defmt output inside the harness.
 //! - [`chat`]: asking a device things as a telnet user, shared by the device tests.
@@ -17,7 +18,9 @@ pub mod chat;
 pub mod defmt;
 mod device;
 pub mod firmware;
+mod proxy;
 
 pub use bridge::{BridgeStats, Direction, SerialBridge};
 pub use device::{qemu_program, Link, QemuDevice, BOOT_TIMEOUT, GUEST_GATEWAY_HOST};
 pub use firmware::{firmware, Board, Firmware};
+pub use proxy::TcpProxy;
