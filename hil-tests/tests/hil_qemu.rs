@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use hil::harness::{Cluster, ClusterOptions, Matcher, TelnetUser};
 use hil::qemu::chat::{
-    ask, ask_exact, assert_absent, counter, expect_joined, ping_until_pong, uptime_secs, Timed,
-    JOIN,
+    ask, ask_exact, assert_absent, counter, expect_all_joined, expect_joined, ping_until_pong,
+    uptime_secs, Timed, JOIN,
 };
 use hil::qemu::firmware::{QEMU_ETH, QEMU_UART};
 use hil::qemu::{firmware, Direction, QemuDevice};
@@ -107,8 +107,7 @@ async fn two_devices_share_the_chat_without_talking_in_loops() {
     let mut alice = c.user("alice").await;
     let mut dev1 = QemuDevice::uart(&c, "dev1").await;
     let mut dev2 = QemuDevice::uart(&c, "dev2").await;
-    expect_joined(&mut alice, "dev1").await;
-    expect_joined(&mut alice, "dev2").await;
+    expect_all_joined(&mut alice, &["dev1", "dev2"]).await;
 
     // One ELF, two identities: each answers as itself.
     ask_exact(&mut alice, "dev1", "echo one", "one").await;

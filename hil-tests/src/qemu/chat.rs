@@ -72,6 +72,24 @@ pub async fn expect_joined(user: &mut TelnetUser, dev: &str) {
         .await;
 }
 
+/// Waits until every device in `devs` has joined, in any order (devices booted together
+/// race to say hello).
+pub async fn expect_all_joined(user: &mut TelnetUser, devs: &[&str]) {
+    let mut missing: Vec<String> = devs.iter().map(|d| format!("* {d} ({d}) joined")).collect();
+    let deadline = Instant::now() + JOIN;
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match user.read_line(left).await {
+            Ok(Some(line)) => missing.retain(|m| *m != line),
+            _ => panic!(
+                "{}: no {missing:?} within {JOIN:?}\n{}",
+                user.name,
+                user.history()
+            ),
+        }
+    }
+}
+
 /// Pings until the device answers, for after a reset whose rejoin the chat may not
 /// announce (a UART reset keeps the port open). Panics after [`JOIN`].
 pub async fn ping_until_pong(user: &mut TelnetUser, dev: &str) {
