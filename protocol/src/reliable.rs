@@ -193,7 +193,10 @@ mod tests {
         assert!(d.is_new(&chat(1, "a")));
         assert!(!d.is_new(&chat(1, "a")), "retransmission");
         assert!(d.is_new(&chat(2, "a")), "next frame, same text");
-        assert!(d.is_new(&chat(2, "b")), "same seq, new text: a restarted peer");
+        assert!(
+            d.is_new(&chat(2, "b")),
+            "same seq, new text: a restarted peer"
+        );
         d.reset();
         assert!(d.is_new(&chat(2, "b")));
     }
