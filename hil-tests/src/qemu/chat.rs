@@ -75,19 +75,43 @@ pub async fn expect_joined(user: &mut TelnetUser, dev: &str) {
 /// Waits until every device in `devs` has joined, in any order (devices booted together
 /// race to say hello).
 pub async fn expect_all_joined(user: &mut TelnetUser, devs: &[&str]) {
-    let mut missing: Vec<String> = devs.iter().map(|d| format!("* {d} ({d}) joined")).collect();
-    let deadline = Instant::now() + JOIN;
+    let joins: Vec<String> = devs.iter().map(|d| format!("* {d} ({d}) joined")).collect();
+    expect_all(user, &joins, JOIN).await;
+}
+
+/// Reads lines until each of `lines` has been seen, in any order, within `limit`.
+pub async fn expect_all(user: &mut TelnetUser, lines: &[String], limit: Duration) {
+    let mut missing: Vec<&String> = lines.iter().collect();
+    let deadline = Instant::now() + limit;
     while !missing.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         match user.read_line(left).await {
-            Ok(Some(line)) => missing.retain(|m| *m != line),
+            Ok(Some(line)) => missing.retain(|m| **m != line),
             _ => panic!(
-                "{}: no {missing:?} within {JOIN:?}\n{}",
+                "{}: no {missing:?} within {limit:?}\n{}",
                 user.name,
                 user.history()
             ),
         }
     }
+}
+
+/// Asks `cmd` until the answer is `answer`, for state another peer changes on its own
+/// schedule (a device obeying another device). Panics after `limit`.
+pub async fn ask_until(user: &mut TelnetUser, dev: &str, cmd: &str, answer: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = ask(user, dev, cmd).await;
+        if last == answer {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{dev} still answers {cmd:?} with {last:?}, not {answer:?}, after {limit:?}\n{}",
+        user.history()
+    );
 }
 
 /// Pings until the device answers, for after a reset whose rejoin the chat may not
