@@ -211,17 +211,12 @@ async fn uart_device_power_cycle_gets_the_message_queued_meanwhile() {
     expect_joined(&mut alice, "dev1").await;
     ask_exact(&mut alice, "dev1", "ping", "pong").await;
 
-    dev.kill().await;
-    dev.uart_bridge().unplug().await;
+    dev.power_off().await;
     alice.expect_line("* dev1 (dev1) left").await;
     alice.send_line("dev1:echo sent while you were off").await;
     alice.expect_line("* dev1 is offline, message queued").await;
 
-    dev.uart_bridge()
-        .plug()
-        .await
-        .expect("replugging the bridge");
-    dev.boot().await;
+    dev.power_on().await;
     expect_joined(&mut alice, "dev1").await;
     alice
         .expect_line("dev1 (dev1) -> you: sent while you were off")

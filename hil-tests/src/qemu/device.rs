@@ -26,9 +26,6 @@ use crate::harness::{tail, Cluster};
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of the device log printed when a test fails.
 const LOG_TAIL_LINES: usize = 80;
-/// The gateway as the guest sees it through QEMU's user-mode network (slirp maps it to
-/// the host's loopback).
-pub const GUEST_GATEWAY_HOST: &str = "10.0.2.2";
 
 /// The QEMU binary: `qemu-system-arm`, or `$QEMU_SYSTEM_ARM` if set.
 pub fn qemu_program() -> String {
@@ -252,6 +249,27 @@ impl QemuDevice {
         }
     }
 
+    /// Power off a board on a USB serial adapter: QEMU killed and, for a UART device, the
+    /// adapter unplugged, so the gateway sees the port go (an Ethernet device's TCP
+    /// connection dies with QEMU anyway).
+    pub async fn power_off(&mut self) {
+        self.kill().await;
+        if let Some(bridge) = self.bridge() {
+            bridge.unplug().await;
+        }
+    }
+
+    /// Power on after [`QemuDevice::power_off`]: the adapter plugged back in, QEMU booted.
+    pub async fn power_on(&mut self) {
+        if let Some(bridge) = self.bridge() {
+            bridge
+                .plug()
+                .await
+                .unwrap_or_else(|e| panic!("{}: replugging the serial bridge: {e}", self.id));
+        }
+        self.boot().await;
+    }
+
     /// A reset: QEMU killed and booted again with the same link.
     pub async fn reset(&mut self) {
         self.kill().await;
@@ -285,6 +303,7 @@ impl QemuDevice {
         match &self.link {
             Link::Uart(bridge) => {
                 args.extend(["-serial".to_owned(), bridge.qemu_serial_arg()]);
+                // No network: QEMU then warns that the board's LAN9118 "has no peer".
                 args.extend(["-nic".to_owned(), "none".to_owned()]);
             }
             Link::Eth { gateway, proxy } => {

@@ -21,6 +21,6 @@ pub mod firmware;
 mod proxy;
 
 pub use bridge::{BridgeStats, Direction, SerialBridge};
-pub use device::{qemu_program, Link, QemuDevice, BOOT_TIMEOUT, GUEST_GATEWAY_HOST};
+pub use device::{qemu_program, Link, QemuDevice, BOOT_TIMEOUT};
 pub use firmware::{firmware, Board, Firmware};
 pub use proxy::TcpProxy;
