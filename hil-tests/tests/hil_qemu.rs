@@ -100,6 +100,13 @@ async fn uart_device_joins_and_answers_every_command() {
     for private in ["pong", "led on", "frobnicate", "marker", "-> you"] {
         assert_absent(&bob, &before, private);
     }
+    // The harness decoded the firmware's defmt log (semihosting) into readable lines.
+    let log = dev.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("dev1")),
+        "the device log should hold decoded defmt lines naming dev1:\n{log}"
+    );
     dev.assert_running();
     c.assert_alive();
 }
