@@ -79,7 +79,11 @@ async fn supervise(config: &Config) -> Result<()> {
     });
     let mut keepers = vec![gateway, worker];
     if config.supervisor.demo_device {
-        match DEMO_DEVICES.iter().map(|name| bin.join(name)).find(|p| p.exists()) {
+        match DEMO_DEVICES
+            .iter()
+            .map(|name| bin.join(name))
+            .find(|p| p.exists())
+        {
             Some(program) => keepers.push(Keeper::spawn(Spec {
                 name: "device",
                 program,
