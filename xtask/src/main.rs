@@ -70,7 +70,22 @@ fn start(root: &Path, args: &[String]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let exe = target.join("release").join("switchboard");
+    let bin_dir = target.join("release");
+    // The demo device is the firmware's std simulation: the same app code the boards run.
+    // It lives in the firmware workspace; install it next to the supervisor, which looks there.
+    let firmware = root.join("firmware");
+    run(cargo(&["build", "--release", "-p", "switchboard-sim"]).current_dir(&firmware))?;
+    let sim = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| firmware.join("target"))
+        .join("release")
+        .join("switchboard-sim");
+    let installed = bin_dir.join("switchboard-sim");
+    if sim != installed {
+        std::fs::copy(&sim, &installed)
+            .with_context(|| format!("installing {} in {}", sim.display(), bin_dir.display()))?;
+    }
+    let exe = bin_dir.join("switchboard");
     let mut cmd = Command::new(&exe);
     cmd.args(["-c", "switchboard.toml", "start"]).args(args);
     run(&mut cmd)
@@ -81,6 +96,7 @@ fn ci(root: &Path, no_install: bool) -> Result<()> {
         install_test_needs()?;
     }
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
+    run(cargo(&["fmt", "--all", "--check"]).current_dir(root.join("firmware")))?;
     run(&mut cargo(&[
         "clippy",
         "--workspace",
