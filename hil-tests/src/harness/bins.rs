@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Paths of the built binaries (debug profile).
+/// Paths of the built binaries, in the profile the tests were built with: `cargo test`
+/// drives debug binaries, `cargo test --release` release ones (for figures worth quoting).
 #[derive(Debug, Clone)]
 pub struct Bins {
     /// The supervisor.
@@ -42,11 +43,21 @@ pub fn bins() -> &'static Bins {
     }
 }
 
+/// The cargo profile of this test build, and so of the binaries under test.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn build() -> Result<Bins, String> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root).args(["build", "--bins"]);
+    if PROFILE == "release" {
+        cmd.arg("--release");
+    }
     for p in PACKAGES {
         cmd.args(["-p", p]);
     }
@@ -64,7 +75,7 @@ fn build() -> Result<Bins, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(|t| root.join(t)) // `join` keeps an absolute path as it is
         .unwrap_or_else(|| root.join("target"));
-    let dir = target.join("debug");
+    let dir = target.join(PROFILE);
     let bins = Bins {
         switchboard: dir.join("switchboard"),
         gateway: dir.join("switchboard-gateway"),
