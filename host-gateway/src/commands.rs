@@ -164,7 +164,7 @@ impl Router {
             Query::Stats => {
                 let mut stats = self.counters.snapshot(self.gateway);
                 (stats.telnet_clients, stats.device_clients) = self.client_counts();
-                stats.workers = self.workers.len() as u64;
+                stats.workers = self.delivery.workers() as u64;
                 Reply::Stats(stats)
             }
         }

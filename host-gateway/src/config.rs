@@ -21,6 +21,13 @@ pub const DEFAULT_MAX_LINE: usize = 4096;
 pub const DEFAULT_CLIENT_QUEUE: usize = 1024;
 /// Enough to ride out a worker restart (`switchboard reload`) under load, bounded in memory.
 pub const DEFAULT_PENDING_EVENTS: usize = 10_000;
+/// Unacked events per worker link. A worker acks each event as it finishes it, so this
+/// only needs to cover a link's round trip at a busy rate; it also bounds what a crashed
+/// worker hands back to the pending buffer (where redelivered events are held past its limit).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+/// Times an event is redelivered after its worker died on it before it is dropped as
+/// poison: rides out a couple of unrelated crashes or kills, stops a crash loop quickly.
+pub const DEFAULT_MAX_REDELIVERIES: u32 = 3;
 /// The usual rate of USB CDC-ACM boards and of most UART consoles.
 pub const DEFAULT_BAUD: u32 = 115_200;
 
@@ -43,8 +50,13 @@ pub struct GatewayConfig {
     pub max_line: usize,
     /// Messages queued for one client before it is disconnected as too slow.
     pub client_queue: usize,
-    /// Events held while no worker is connected.
+    /// Events held while no worker can take them; past it a client's message is refused.
+    /// Connect, Close and redelivered events are held past it.
     pub pending_events: usize,
+    /// Unacked events one worker link may hold; past it, its events wait in the buffer.
+    pub max_in_flight: usize,
+    /// Redeliveries of an event whose worker died on it before it is dropped as poison.
+    pub max_redeliveries: u32,
     /// Serial ports to open.
     pub serial: Vec<SerialConfig>,
 }
@@ -60,6 +72,8 @@ impl Default for GatewayConfig {
             max_line: DEFAULT_MAX_LINE,
             client_queue: DEFAULT_CLIENT_QUEUE,
             pending_events: DEFAULT_PENDING_EVENTS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_redeliveries: DEFAULT_MAX_REDELIVERIES,
             serial: Vec::new(),
         }
     }
@@ -160,6 +174,9 @@ impl GatewayConfig {
         }
         if self.client_queue == 0 {
             return invalid("client_queue", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1");
         }
         if self.secret.is_empty() {
             return invalid("secret", "must not be empty");

@@ -9,6 +9,7 @@
 mod commands;
 pub mod config;
 mod connection;
+mod delivery;
 mod device_conn;
 mod registry;
 mod router;

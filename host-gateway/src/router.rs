@@ -1,11 +1,11 @@
 //! The gateway's state, owned by one task: connections, uids, groups and sessions (in
-//! [`Registry`]), the connected workers, and the events held while none is connected.
+//! [`Registry`]), and the worker links with the events owed to them (in [`Delivery`]).
 //!
 //! Connections and worker links talk to it through one bounded channel of [`RouterMsg`]s;
 //! it answers by queueing to them without ever waiting, so a slow peer never stalls it.
-//! Commands and queries are executed in `commands.rs`; sockets are never touched here.
+//! Commands and queries are executed in `commands.rs`; which worker gets which event, acks
+//! and redelivery are `delivery.rs`'s; sockets are never touched here.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::connection::{ClientHandle, Outgoing};
+use crate::delivery::Delivery;
 use crate::registry::Registry;
 use crate::stats::{bump, Counters};
 
@@ -52,6 +53,18 @@ pub enum RouterMsg {
         /// The link's id.
         link: u64,
     },
+    /// A worker acked an event: it handled it, and sent its commands before this.
+    Ack {
+        /// The link it came on.
+        link: u64,
+        /// The event's id on that link.
+        event: u64,
+    },
+    /// A worker is leaving: it gets no new events, its acks and commands still count.
+    Leaving {
+        /// The link it came on.
+        link: u64,
+    },
     /// A worker's command.
     Command {
         /// The link it came on.
@@ -73,8 +86,14 @@ pub enum RouterMsg {
 /// What the router hands a worker link to send.
 #[derive(Debug)]
 pub enum LinkOut {
-    /// An event; the link numbers it.
-    Event(Event),
+    /// An event with its id on this link; shared with the in-flight record that keeps it
+    /// until the ack.
+    Event {
+        /// Increasing per link.
+        id: u64,
+        /// The event.
+        event: Arc<Event>,
+    },
     /// A query's answer.
     Reply {
         /// The query's id.
@@ -101,17 +120,17 @@ pub struct WorkerHandle {
 
 /// How often held events are retried while a worker's queue is full.
 const RETRY_PENDING: Duration = Duration::from_millis(50);
+/// Messages handled back to back before held events are retried, so a burst of acks costs
+/// one pass over the held events, not one each.
+const BATCH: usize = 256;
 
 /// The router's state.
 pub struct Router {
     pub(crate) gateway: u16,
     pub(crate) registry: Registry,
-    pub(crate) workers: Vec<WorkerHandle>,
+    pub(crate) delivery: Delivery,
     /// Monitoring links; they only get replies.
     monitors: Vec<WorkerHandle>,
-    /// Events not yet handed to a worker, oldest first.
-    pending: VecDeque<Event>,
-    pending_cap: usize,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -121,10 +140,8 @@ impl Router {
         Self {
             gateway: config.id,
             registry: Registry::default(),
-            workers: Vec::new(),
+            delivery: Delivery::new(config, counters.clone()),
             monitors: Vec::new(),
-            pending: VecDeque::new(),
-            pending_cap: config.pending_events,
             counters,
         }
     }
@@ -138,15 +155,24 @@ impl Router {
                 biased;
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
+                    Some(msg) => {
+                        self.handle(msg);
+                        for _ in 1..BATCH {
+                            match rx.try_recv() {
+                                Ok(msg) => self.handle(msg),
+                                Err(_) => break,
+                            }
+                        }
+                        self.delivery.drain_if_dirty();
+                    }
                     None => break,
                 },
-                _ = retry.tick(), if !self.pending.is_empty() && !self.workers.is_empty() => {
-                    self.drain_pending();
+                _ = retry.tick(), if self.delivery.held() > 0 && self.delivery.workers() > 0 => {
+                    self.delivery.drain();
                 }
             }
         }
-        tracing::debug!(held = self.pending.len(), "router stopped");
+        tracing::debug!(held = self.delivery.held(), "router stopped");
     }
 
     /// Handles one message.
@@ -195,18 +221,19 @@ impl Router {
                 self.monitors.push(worker);
             }
             RouterMsg::WorkerUp(worker) => {
-                tracing::info!(link = worker.link, worker = %worker.name, held = self.pending.len(), "worker connected");
-                self.workers.push(worker);
-                self.drain_pending();
+                tracing::info!(link = worker.link, worker = %worker.name, held = self.delivery.held(), "worker connected");
+                self.delivery.link_up(worker);
             }
             RouterMsg::WorkerDown { link } => {
-                if self.monitors.iter().any(|m| m.link == link) {
+                if self.delivery.link_down(link) {
+                    let workers = self.delivery.workers();
+                    tracing::info!(link, workers, "worker disconnected");
+                } else {
                     self.monitors.retain(|m| m.link != link);
-                    return;
                 }
-                self.workers.retain(|w| w.link != link);
-                tracing::info!(link, workers = self.workers.len(), "worker disconnected");
             }
+            RouterMsg::Ack { link, event } => self.delivery.ack(link, event),
+            RouterMsg::Leaving { link } => self.delivery.leaving(link),
             RouterMsg::Command { link, .. } if self.monitors.iter().any(|m| m.link == link) => {
                 tracing::warn!(link, "command from a monitoring link ignored");
             }
@@ -218,75 +245,25 @@ impl Router {
         }
     }
 
-    /// The worker that handles `client`'s events: sticky, so one client's events stay in
-    /// order on one worker while the set of workers does not change.
-    fn worker_for(&self, client: ClientId) -> Option<&WorkerHandle> {
-        let n = self.workers.len() as u64;
-        if n == 0 {
-            return None;
-        }
-        let index = usize::try_from(client.conn() % n).unwrap_or(0);
-        self.workers.get(index)
-    }
-
-    /// Hands an event to its worker, or holds it. `busy_seq` is set for a client's message:
+    /// Hands an event to a worker or holds it. `busy_seq` is set for a client's message:
     /// that one is refused (the client is told) rather than held past the limit.
     fn emit(&mut self, event: Event, busy_seq: Option<u16>) {
-        // Once anything is held, everything queues behind it, so no event overtakes another.
-        let event = if self.pending.is_empty() {
-            match self.try_hand(event) {
-                None => return,
-                Some(event) => event,
-            }
-        } else {
-            event
-        };
-        self.hold(event, busy_seq);
-    }
-
-    /// Tries to queue `event` to its worker; gives it back if there is none or it is full.
-    fn try_hand(&self, event: Event) -> Option<Event> {
-        let Some(worker) = self.worker_for(event.client()) else {
-            return Some(event);
-        };
-        match worker.tx.try_send(LinkOut::Event(event)) {
-            Ok(()) => None,
-            Err(TrySendError::Full(LinkOut::Event(event)))
-            | Err(TrySendError::Closed(LinkOut::Event(event))) => Some(event),
-            Err(_) => None, // only events are sent here
-        }
-    }
-
-    fn hold(&mut self, event: Event, busy_seq: Option<u16>) {
-        // Connect and Close are held past the limit: their number is bounded by the
-        // connections themselves, and losing one would leave a worker's view wrong forever.
-        if let (Some(seq), true) = (busy_seq, self.pending.len() >= self.pending_cap) {
-            let client = event.client();
-            bump(&self.counters.dropped);
-            tracing::debug!(conn = %client, "no worker and pending queue full; message refused");
-            if let Some(c) = self.registry.get(client) {
-                c.handle.offer(client, Outgoing::Busy { seq });
-            }
+        let client = event.client();
+        if self.delivery.emit(event, busy_seq.is_some()) {
             return;
         }
-        self.pending.push_back(event);
-    }
-
-    /// Hands held events to workers, oldest first, until one is refused.
-    fn drain_pending(&mut self) {
-        while let Some(event) = self.pending.pop_front() {
-            if let Some(event) = self.try_hand(event) {
-                self.pending.push_front(event);
-                break;
-            }
+        bump(&self.counters.dropped);
+        tracing::debug!(conn = %client, "no worker free and pending queue full; message refused");
+        if let (Some(c), Some(seq)) = (self.registry.get(client), busy_seq) {
+            c.handle.offer(client, Outgoing::Busy { seq });
         }
     }
 
     /// Queues a reply on `link`. A worker that cannot take it is hopelessly behind (or
     /// gone): its link is closed so it reconnects instead of waiting forever.
     fn reply(&mut self, link: u64, id: u64, reply: Reply) {
-        let mut links = self.workers.iter().chain(&self.monitors);
-        let Some(worker) = links.find(|w| w.link == link) else {
+        let monitor = || self.monitors.iter().find(|m| m.link == link);
+        let Some(worker) = self.delivery.handle(link).or_else(monitor) else {
             return;
         };
         if let Err(TrySendError::Full(_)) = worker.tx.try_send(LinkOut::Reply { id, reply }) {

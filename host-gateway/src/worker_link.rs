@@ -1,13 +1,14 @@
 //! One worker's link: the handshake (version and shared secret), then events out and
 //! commands, queries and acks in, as length-delimited postcard messages (see
 //! `protocol::link`). A worker that misbehaves loses its link, never the gateway its
-//! clients. Redelivery of unacknowledged events is not done yet; event ids are kept for it.
+//! clients. Acks and `Leaving` go to the router in order with the commands, so an ack is
+//! seen after the commands it covers; ids, acks and redelivery are `delivery.rs`'s.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use protocol::link::{GatewayToWorker, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME};
+use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -20,9 +21,9 @@ use crate::server::Context;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a refusal may take to write before the socket is dropped.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Events and replies queued for one worker. Above the default `pending_events`, so a
-/// worker that connects drains the whole backlog at once. Past it, events are held
-/// by the router and replies close the link.
+/// Events and replies queued for one worker. Events are bounded by `max_in_flight`
+/// before they get here; past this, events are held by the router and replies close
+/// the link.
 const LINK_QUEUE: usize = 16 * 1024;
 
 type Link = Framed<TcpStream, LengthDelimitedCodec>;
@@ -137,8 +138,6 @@ async fn read_loop(
     link: u64,
     ctx: &Context,
 ) -> String {
-    // Seam for redelivery: the newest event the worker says it handled.
-    let mut acked = 0u64;
     loop {
         let bytes = match stream.next().await {
             None => return "worker closed the link".into(),
@@ -152,11 +151,8 @@ async fn read_loop(
         let to_router = match msg {
             WorkerToGateway::Command(command) => RouterMsg::Command { link, command },
             WorkerToGateway::Query { id, query } => RouterMsg::Query { link, id, query },
-            WorkerToGateway::Ack { event } => {
-                acked = acked.max(event);
-                tracing::trace!(event, acked, "ack");
-                continue;
-            }
+            WorkerToGateway::Ack { event } => RouterMsg::Ack { link, event },
+            WorkerToGateway::Leaving => RouterMsg::Leaving { link },
             WorkerToGateway::Hello { .. } | WorkerToGateway::Monitor { .. } => {
                 return "second Hello".into();
             }
@@ -167,21 +163,19 @@ async fn read_loop(
     }
 }
 
-/// Numbers events and writes them, with replies, to the worker. Returns why it stopped.
+/// Writes events and replies to the worker. Returns why it stopped.
 async fn write_loop(
     mut sink: futures::stream::SplitSink<Link, Bytes>,
     mut rx: mpsc::Receiver<LinkOut>,
 ) -> String {
-    let mut next_event = 1u64;
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
         while let Some(out) = item.take() {
             let msg = match out {
-                LinkOut::Event(event) => {
-                    let id = next_event;
-                    next_event += 1;
-                    GatewayToWorker::Event { id, event }
-                }
+                LinkOut::Event { id, event } => GatewayToWorker::Event {
+                    id,
+                    event: Event::clone(&event),
+                },
                 LinkOut::Reply { id, reply } => GatewayToWorker::Reply { id, reply },
             };
             let bytes = match postcard::to_allocvec(&msg) {

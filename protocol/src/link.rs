@@ -372,6 +372,9 @@ pub enum WorkerToGateway {
         /// The shared secret from both configs.
         secret: String,
     },
+    /// The worker is leaving (reload, shutdown): send it no new events. It acks what it
+    /// already has, then closes the link; whatever it has not acked by then is redelivered.
+    Leaving,
 }
 
 /// Everything a gateway sends on a link.

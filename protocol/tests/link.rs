@@ -193,6 +193,7 @@ fn worker_to_gateway() -> Vec<WorkerToGateway> {
             version: LINK_VERSION,
             secret: "s3cret".into(),
         },
+        WorkerToGateway::Leaving,
     ];
     all.extend(commands().into_iter().map(WorkerToGateway::Command));
     all.extend(
@@ -261,10 +262,11 @@ fn samples_cover_every_variant() {
                 WorkerToGateway::Query { .. } => "Query",
                 WorkerToGateway::Ack { .. } => "Ack",
                 WorkerToGateway::Monitor { .. } => "Monitor",
+                WorkerToGateway::Leaving => "Leaving",
             })
             .collect(),
     );
-    assert_eq!(w2g.len(), 5);
+    assert_eq!(w2g.len(), 6);
     let g2w = names(
         gateway_to_worker()
             .iter()

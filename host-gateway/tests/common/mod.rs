@@ -115,6 +115,9 @@ pub struct FakeWorker {
     events: VecDeque<(u64, Event)>,
     next_query: u64,
     pub gateway_id: u16,
+    /// Ack each event as the test takes it, like a worker that handles everything at once.
+    /// Delivery tests turn it off and ack by hand.
+    pub auto_ack: bool,
 }
 
 impl FakeWorker {
@@ -143,6 +146,7 @@ impl FakeWorker {
             events: VecDeque::new(),
             next_query: 1,
             gateway_id: 0,
+            auto_ack: true,
         };
         match worker.recv().await {
             Some(GatewayToWorker::Welcome { version, gateway }) => {
@@ -172,15 +176,24 @@ impl FakeWorker {
         Some(postcard::from_bytes(&bytes).expect("gateway sends valid postcard"))
     }
 
-    /// The next event, with its id.
+    /// The next event, with its id; acked if `auto_ack`.
     pub async fn event_with_id(&mut self) -> (u64, Event) {
-        if let Some(event) = self.events.pop_front() {
-            return event;
+        let (id, event) = match self.events.pop_front() {
+            Some(event) => event,
+            None => match self.recv().await {
+                Some(GatewayToWorker::Event { id, event }) => (id, event),
+                other => panic!("expected an event, got {other:?}"),
+            },
+        };
+        if self.auto_ack {
+            self.ack(id).await;
         }
-        match self.recv().await {
-            Some(GatewayToWorker::Event { id, event }) => (id, event),
-            other => panic!("expected an event, got {other:?}"),
-        }
+        (id, event)
+    }
+
+    /// Acks event `id`: handled, its commands (sent before) done.
+    pub async fn ack(&mut self, id: u64) {
+        self.send(&WorkerToGateway::Ack { event: id }).await;
     }
 
     pub async fn event(&mut self) -> Event {
