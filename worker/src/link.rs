@@ -4,6 +4,11 @@
 //! A gateway that is down, refuses us, or drops the link is retried forever with backoff
 //! (100 ms doubling to 5 s); a worker never exits because a gateway is away. This module
 //! moves messages only: what an event means is the runtime's and the handler's business.
+//!
+//! Leaving ([`Stop::leave`]): the link sends `Leaving`, links no new gateway, and keeps
+//! reading (events the gateway sent before it saw `Leaving`, query replies) until the
+//! gateway closes its side. It stays registered, so the handler's commands and acks still
+//! go out, until [`Stop::close`]; then its writer drains and closes the socket.
 
 use std::time::Duration;
 
@@ -35,6 +40,15 @@ pub const REFUSED_RETRY: Duration = MAX_BACKOFF;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Transport = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// The two steps of a graceful stop, shared by the runtime and every link.
+#[derive(Clone, Default)]
+pub(crate) struct Stop {
+    /// Tell the gateways we are leaving; read on until they close; link no new ones.
+    pub(crate) leave: CancellationToken,
+    /// The runtime is done with events: close the links (after their queues are written).
+    pub(crate) close: CancellationToken,
+}
 
 /// An event read from a link, with the way back to that link for its ack.
 pub(crate) struct Delivery {
@@ -82,32 +96,34 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Runs one link until `cancel`: connects, serves, reconnects.
+/// Runs one link until leaving: connects, serves, reconnects. `events` is weak so that
+/// the runtime's queue closes once the runtime and the links that are still reading let go.
 pub(crate) async fn run_link(
     params: LinkParams,
     gateway: Gateway,
-    events: mpsc::Sender<Delivery>,
-    cancel: CancellationToken,
+    events: mpsc::WeakSender<Delivery>,
+    stop: Stop,
 ) {
     let addr = params.addr.as_str();
     let mut backoff = INITIAL_BACKOFF;
     let mut failures = 0u32;
     loop {
         let attempt = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = stop.leave.cancelled() => return,
             attempt = handshake(&params) => attempt,
         };
         let delay = match attempt {
             Ok((transport, id)) => {
                 backoff = INITIAL_BACKOFF;
                 failures = 0;
-                if serve(transport, id, addr, &gateway, &events, &cancel)
-                    .await
-                    .is_none()
-                {
+                // Gone only once the runtime is leaving: then link no new gateway.
+                let Some(events) = events.upgrade() else {
                     return;
+                };
+                match serve(transport, id, addr, &gateway, events, &stop).await {
+                    Served::Lost => INITIAL_BACKOFF,
+                    Served::Closed => return,
                 }
-                INITIAL_BACKOFF
             }
             Err(LinkError::Refused(reason)) => {
                 tracing::error!(addr = %addr, reason = %reason, "gateway refused this worker; check the secret and versions");
@@ -127,7 +143,7 @@ pub(crate) async fn run_link(
             }
         };
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = stop.leave.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -162,73 +178,113 @@ async fn handshake(params: &LinkParams) -> Result<(Transport, u16), LinkError> {
     }
 }
 
-/// Serves a linked connection until it breaks (`Some(())`: reconnect) or `cancel` (`None`).
+/// How a served link ended.
+enum Served {
+    /// It broke: reconnect (unless leaving).
+    Lost,
+    /// Closed on purpose (leaving, or the runtime is done): do not reconnect.
+    Closed,
+}
+
+/// How the reading half of a link ended.
+enum ReadEnd {
+    /// The link broke.
+    Lost(LinkError),
+    /// After our `Leaving`, the gateway closed its side: it will send nothing more.
+    GatewayDone,
+    /// [`Stop::close`] fired while still reading.
+    Closed,
+}
+
+/// Serves a linked connection until it breaks or is closed on purpose.
 async fn serve(
     transport: Transport,
     id: u16,
     addr: &str,
     gateway: &Gateway,
-    events: &mpsc::Sender<Delivery>,
-    cancel: &CancellationToken,
-) -> Option<()> {
+    events: mpsc::Sender<Delivery>,
+    stop: &Stop,
+) -> Served {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let serial = gateway.register(id, tx.clone());
     tracing::info!(gateway = id, addr = %addr, "worker linked");
     let (sink, stream) = transport.split();
     let mut writer = tokio::spawn(write_loop(sink, rx));
     let ended = tokio::select! {
-        ended = read_loop(stream, id, &tx, gateway, events, cancel) => ended,
+        ended = read_loop(stream, id, &tx, gateway, events, stop) => ended,
         written = &mut writer => match written {
-            Ok(Err(err)) => Some(err),
-            _ => Some(LinkError::Closed),
+            Ok(Err(err)) => ReadEnd::Lost(err),
+            _ => ReadEnd::Lost(LinkError::Closed),
         },
     };
-    gateway.unregister(id, serial);
-    drop(tx);
-    match ended {
-        Some(err) => {
-            tracing::warn!(gateway = id, addr = %addr, cause = %err, "link to gateway lost; reconnecting");
-            writer.abort();
-            Some(())
-        }
-        None => {
-            // Shutting down: the writer ends once the last queue sender (acks held by the
-            // runtime, commands in flight) is gone and what was queued is written.
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer)
-                .await
-                .is_err()
-            {
-                tracing::warn!(gateway = id, "link writer did not drain in time");
-                writer.abort();
-            }
-            tracing::info!(gateway = id, addr = %addr, "link closed");
-            None
+    if let ReadEnd::Lost(err) = ended {
+        gateway.unregister(id, serial);
+        tracing::warn!(gateway = id, addr = %addr, cause = %err, "link to gateway lost; reconnecting");
+        writer.abort();
+        return Served::Lost;
+    }
+    if let ReadEnd::GatewayDone = ended {
+        tracing::info!(gateway = id, "gateway sent its last event; finishing ours");
+        // Stay registered while the runtime handles what is queued: those events' commands
+        // and acks still go out on this link.
+        tokio::select! {
+            _ = stop.close.cancelled() => {}
+            _ = &mut writer => {}
         }
     }
+    gateway.unregister(id, serial);
+    drop(tx);
+    // The writer ends once the last queue sender (acks held by the runtime, commands in
+    // flight) is gone and what was queued is written.
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!(gateway = id, "link writer did not drain in time");
+        writer.abort();
+    }
+    tracing::info!(gateway = id, addr = %addr, "link closed");
+    Served::Closed
 }
 
-/// Reads until the link breaks (`Some(cause)`) or `cancel` (`None`).
+/// Reads until the link breaks, the gateway is done after our `Leaving`, or [`Stop::close`].
+/// Owns `events` so the runtime's queue sees this link stop reading.
 async fn read_loop(
     mut stream: SplitStream<Transport>,
     id: u16,
     tx: &mpsc::Sender<WorkerToGateway>,
     gateway: &Gateway,
-    events: &mpsc::Sender<Delivery>,
-    cancel: &CancellationToken,
-) -> Option<LinkError> {
+    events: mpsc::Sender<Delivery>,
+    stop: &Stop,
+) -> ReadEnd {
+    let mut leaving = false;
     loop {
         let frame = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return None,
+            _ = stop.close.cancelled() => return ReadEnd::Closed,
+            _ = stop.leave.cancelled(), if !leaving => {
+                leaving = true;
+                // Queued behind the commands already sent, like everything on this link.
+                tokio::select! {
+                    biased;
+                    _ = stop.close.cancelled() => return ReadEnd::Closed,
+                    sent = tx.send(WorkerToGateway::Leaving) => if sent.is_err() {
+                        return ReadEnd::Lost(LinkError::Closed);
+                    },
+                }
+                tracing::info!(gateway = id, "told the gateway we are leaving; reading what it already sent");
+                continue;
+            }
             frame = stream.next() => frame,
         };
         let bytes = match frame {
-            None => return Some(LinkError::Closed),
-            Some(Err(err)) => return Some(LinkError::Io(err)),
+            None if leaving => return ReadEnd::GatewayDone,
+            None => return ReadEnd::Lost(LinkError::Closed),
+            Some(Err(err)) => return ReadEnd::Lost(LinkError::Io(err)),
             Some(Ok(bytes)) => bytes,
         };
         match postcard::from_bytes::<GatewayToWorker>(&bytes) {
-            Err(err) => return Some(LinkError::Decode(err)),
+            Err(err) => return ReadEnd::Lost(LinkError::Decode(err)),
             Ok(GatewayToWorker::Event {
                 id: event_id,
                 event,
@@ -243,8 +299,8 @@ async fn read_loop(
                 // TCP to the gateway, which holds its own bounded queue.
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => return None,
-                    sent = events.send(delivery) => if sent.is_err() { return None },
+                    _ = stop.close.cancelled() => return ReadEnd::Closed,
+                    sent = events.send(delivery) => if sent.is_err() { return ReadEnd::Closed },
                 }
             }
             Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),

@@ -78,26 +78,32 @@ fn load_config(cli: &Cli) -> anyhow::Result<WorkerConfig> {
     Ok(config)
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on
+/// the first of them. Installed before the worker starts: a signal arriving while it links
+/// must start the hand-over, not kill the process by the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let signals = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop me with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT"),
-        _ = term.recv() => tracing::info!("SIGTERM"),
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = signals else {
+            tracing::error!("cannot install signal handlers; stop me with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT"),
+            _ = term.recv() => tracing::info!("SIGTERM"),
+        }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
+    let shutdown = shutdown_signal();
     let store = SledStore::open(&config.data_dir).context("cannot open the store")?;
-    worker::run(config, Arc::new(store), Chat::new(), shutdown_signal()).await?;
+    worker::run(config, Arc::new(store), Chat::new(), shutdown).await?;
     Ok(())
 }
 

@@ -1,24 +1,32 @@
 //! The worker's main loop: link to every configured gateway, hand their events to the
 //! handler one at a time in arrival order, ack each event after its commands were queued,
-//! and on shutdown close the links and flush the store.
+//! and on shutdown hand over without losing an event.
 //!
-//! Acks are sent but nothing is redelivered yet: zero-loss redelivery is the gateway's
-//! later business; the seam is here (an event is acked only once it was handled).
+//! An event is acked once it was handled (also when the handler failed or panicked: it
+//! was handled, and retrying it would fail again); the gateway redelivers whatever was not
+//! acked. The ack goes on the event's link after the commands the handler queued there, so
+//! a gateway that saw the ack has those commands (commands for clients of other gateways
+//! go on their own links, with no order against this ack).
+//!
+//! Shutdown: every link sends `Leaving` and links no new gateway; the worker goes on
+//! handling (and acking) what is queued and what the gateways sent before they saw
+//! `Leaving`, until every gateway closed its side or [`LEAVE_GRACE`] passed. Then the
+//! links drain and close, and the store is flushed and dropped (its lock released).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use protocol::link::{Event, Inbound, Session, WorkerToGateway};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::gateway_api::Gateway;
 use crate::handler::{Context, Handler, HandlerResult};
-use crate::link::{run_link, Delivery, LinkParams};
+use crate::link::{run_link, Delivery, LinkParams, Stop};
 use crate::store::{Store, StoreError};
 
 /// Events read from all links but not yet handled. Past it the links stop reading
@@ -27,6 +35,10 @@ use crate::store::{Store, StoreError};
 /// backlog waits up to `QUERY_TIMEOUT`; sized like the gateway's per-worker queue (16 Ki
 /// small events, a few MB) so this happens only under real overload.
 pub const EVENT_QUEUE: usize = 16 * 1024;
+/// How long a leaving worker goes on handling events. Below the supervisor's 10 s kill
+/// grace with room for the links to drain (2 s) and the store to flush; what is not handled
+/// by then goes unacked and the gateway redelivers it to the next worker.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the worker stopped (a gateway being away is never a reason).
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +51,8 @@ pub enum WorkerError {
     Store(#[from] StoreError),
 }
 
-/// Runs a worker until `shutdown` completes, then closes the links, flushes the store and
-/// returns. Gateways that are down are retried for as long as it runs.
+/// Runs a worker until `shutdown` completes, then hands over (see the module docs), flushes
+/// and drops the store, and returns. Gateways that are down are retried until then.
 pub async fn run<H: Handler>(
     config: WorkerConfig,
     store: Arc<dyn Store>,
@@ -52,7 +64,7 @@ pub async fn run<H: Handler>(
     }
     let gateway = Gateway::new();
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let cancel = CancellationToken::new();
+    let stop = Stop::default();
     let links: Vec<_> = config
         .gateways
         .iter()
@@ -65,12 +77,11 @@ pub async fn run<H: Handler>(
             tokio::spawn(run_link(
                 params,
                 gateway.clone(),
-                events_tx.clone(),
-                cancel.clone(),
+                events_tx.downgrade(),
+                stop.clone(),
             ))
         })
         .collect();
-    drop(events_tx);
     tracing::info!(name = %config.name, gateways = config.gateways.len(), "worker started");
 
     tokio::pin!(shutdown);
@@ -86,11 +97,15 @@ pub async fn run<H: Handler>(
         handle(&mut handler, &gateway, &store, delivery).await;
     }
 
-    tracing::info!("worker stopping");
-    // Unhandled events go unacked (the gateway keeps them); their ack senders go with them,
-    // so each link's writer can drain and close.
+    tracing::info!("worker leaving: finishing the events the gateways already sent");
+    stop.leave.cancel();
+    // From now on the queue closes once every link has stopped reading.
+    drop(events_tx);
+    let handled = drain(&mut handler, &gateway, &store, &mut events).await;
+    // Unhandled events go unacked (the gateway redelivers them); their ack senders go with
+    // them, so each link's writer can drain and close.
     drop(events);
-    cancel.cancel();
+    stop.close.cancel();
     for link in links {
         let _ = link.await;
     }
@@ -99,8 +114,51 @@ pub async fn run<H: Handler>(
         Ok(result) => result?,
         Err(join) => tracing::error!(cause = %join, "store flush panicked"),
     }
-    tracing::info!("worker stopped");
+    // The last reference: dropping it releases sled's lock for the next worker.
+    if Arc::strong_count(&store) > 1 {
+        tracing::warn!("store still referenced at exit; the next worker may wait for its lock");
+    }
+    drop(store);
+    tracing::info!(handled, "worker stopped");
     Ok(())
+}
+
+/// Handles what the links still deliver after `Leaving` until they all stopped reading or
+/// [`LEAVE_GRACE`] passed; returns how many events were handled. A handler still running at
+/// the end of the grace is cut off, and its event goes unacked.
+async fn drain<H: Handler>(
+    handler: &mut H,
+    gateway: &Gateway,
+    store: &Arc<dyn Store>,
+    events: &mut mpsc::Receiver<Delivery>,
+) -> usize {
+    let deadline = tokio::time::sleep(LEAVE_GRACE);
+    tokio::pin!(deadline);
+    let mut handled = 0;
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = &mut deadline => break,
+            delivery = events.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => return handled,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = handle(handler, gateway, store, delivery) => handled += 1,
+            _ = &mut deadline => {
+                tracing::warn!("a handler was still running at the end of the grace; its event will be redelivered");
+                break;
+            }
+        }
+    }
+    tracing::warn!(
+        grace = ?LEAVE_GRACE,
+        left = events.len(),
+        "gateways still sending at the end of the grace; the rest will be redelivered"
+    );
+    handled
 }
 
 /// Handles one event and acks it; nothing that happens in the handler escapes.

@@ -67,13 +67,17 @@ impl Proc {
         }
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    fn signal_term(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
         self.wait_exit()
     }
 }
@@ -129,13 +133,27 @@ async fn links_logs_and_stops_cleanly_on_sigterm() {
         !logged.contains('\u{1b}'),
         "colour codes in a piped log: {logged:?}"
     );
-    let status = tokio::task::block_in_place(|| worker.terminate());
+    // SIGTERM is a hand-over: Leaving, then the gateway closes its side and the worker
+    // exits 0 with the store released, well before the supervisor's kill.
+    worker.signal_term();
+    assert_eq!(
+        read(&mut transport).await,
+        Some(protocol::link::WorkerToGateway::Leaving)
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        transport.get_mut().shutdown().await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| worker.wait_exit());
     assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < worker::runtime::LEAVE_GRACE);
     assert_eq!(
         read(&mut transport).await,
         None,
         "link still open after SIGTERM"
     );
+    worker::SledStore::open(&data).expect("data dir still locked after the worker exited");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -246,18 +246,96 @@ async fn a_refused_worker_says_who_it_is_and_retries() {
 async fn shutdown_closes_the_links_and_releases_the_store() {
     within(async {
         let gateway = FakeGateway::bind(1).await;
-        let worker = start_with(&[&gateway.addr], Echo);
+        let mut worker = start_with(&[&gateway.addr], Echo);
         let mut link = gateway.accept().await;
         let c = ClientId::new(1, 1);
         link.handle(line(c, session(&[]), "x")).await;
+        worker.signal();
+        assert_eq!(link.recv().await, WorkerToGateway::Leaving);
+        link.finish_sending().await;
+        let started = std::time::Instant::now();
         let (result, _dir, data_dir) = worker.stop().await;
         result.unwrap();
+        assert!(
+            started.elapsed() < worker::runtime::LEAVE_GRACE,
+            "the worker waited out the grace although the gateway was done"
+        );
         assert_eq!(
             read(&mut link.transport).await,
             None,
             "link still open after shutdown"
         );
         SledStore::open(&data_dir).expect("store still locked after shutdown");
+    })
+    .await
+}
+
+/// A reload: the worker says `Leaving`, then handles what was queued and what the gateway
+/// sent before it saw `Leaving`, acks each after its commands, and closes.
+#[tokio::test]
+async fn a_leaving_worker_handles_and_acks_what_the_gateway_already_sent() {
+    within(async {
+        let gateway = FakeGateway::bind(1).await;
+        let mut worker = start_with(&[&gateway.addr], Echo);
+        let mut link = gateway.accept().await;
+        let c = ClientId::new(1, 1);
+        assert_eq!(
+            link.handle(line(c, session(&[]), "before")).await,
+            [to_client(c, "echo before")]
+        );
+        worker.signal();
+        assert_eq!(link.recv().await, WorkerToGateway::Leaving);
+        // In flight when the gateway saw Leaving: one that works, one that panics, one after.
+        let late = link.event(line(c, session(&[]), "late")).await;
+        let boom = link.event(line(c, session(&[]), "boom")).await;
+        let last = link.event(line(c, session(&[]), "last")).await;
+        link.finish_sending().await;
+        assert_eq!(link.until_ack(late).await, [to_client(c, "echo late")]);
+        assert_eq!(link.until_ack(boom).await, []);
+        assert_eq!(link.until_ack(last).await, [to_client(c, "echo last")]);
+        assert_eq!(read(&mut link.transport).await, None, "link not closed");
+        let (result, _dir, data_dir) = worker.stop().await;
+        result.unwrap();
+        SledStore::open(&data_dir).expect("store still locked after shutdown");
+    })
+    .await
+}
+
+/// A gateway that never closes its side costs a leaving worker the grace, no more; events
+/// it did not handle are left unacked for redelivery.
+#[tokio::test]
+async fn a_leaving_worker_stops_reading_after_the_grace() {
+    within(async {
+        let gateway = FakeGateway::bind(1).await;
+        let mut worker = start_with(&[&gateway.addr], Echo);
+        let mut link = gateway.accept().await;
+        let c = ClientId::new(1, 1);
+        link.handle(line(c, session(&[]), "linked")).await;
+        worker.signal();
+        assert_eq!(link.recv().await, WorkerToGateway::Leaving);
+        let id = link.event(line(c, session(&[]), "still")).await;
+        assert_eq!(link.until_ack(id).await, [to_client(c, "echo still")]);
+        let started = std::time::Instant::now();
+        let (result, _dir, _) = worker.stop().await;
+        result.unwrap();
+        assert!(started.elapsed() < worker::runtime::LEAVE_GRACE + Duration::from_secs(1));
+        assert_eq!(read(&mut link.transport).await, None, "link not closed");
+    })
+    .await
+}
+
+/// No gateway linked: a leaving worker has nothing to wait for.
+#[tokio::test]
+async fn a_worker_without_links_stops_at_once() {
+    within(async {
+        let addr = FakeGateway::bind(1).await.addr; // closed again: nothing listens
+        let mut worker = start_with(&[&addr], Echo);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        worker.signal();
+        let started = std::time::Instant::now();
+        let (result, _dir, _) = worker.stop().await;
+        result.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
     })
     .await
 }

@@ -156,6 +156,13 @@ impl Link {
             .await
     }
 
+    /// Closes our sending side, as a gateway does once it has seen `Leaving`: no more
+    /// events, but acks can still come back.
+    pub async fn finish_sending(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.transport.get_mut().shutdown().await.unwrap();
+    }
+
     /// Sends an event and returns the commands it caused.
     pub async fn handle(&mut self, event: Event) -> Vec<Command> {
         let id = self.event(event).await;
@@ -281,11 +288,16 @@ pub fn start_chat(gateways: &[&str]) -> Worker {
 }
 
 impl Worker {
-    /// Signals shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> (Result<(), WorkerError>, tempfile::TempDir, PathBuf) {
+    /// Signals shutdown (SIGTERM in the binary) without waiting: the worker starts leaving.
+    pub fn signal(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Signals shutdown (if not yet) and waits for `run` to return.
+    pub async fn stop(mut self) -> (Result<(), WorkerError>, tempfile::TempDir, PathBuf) {
+        self.signal();
         let result = tokio::time::timeout(WAIT, &mut self.task)
             .await
             .expect("worker did not stop")
