@@ -7,9 +7,13 @@
 //!
 //! Leaving ([`Stop::leave`]): the link sends `Leaving`, links no new gateway, and keeps
 //! reading (events the gateway sent before it saw `Leaving`, query replies) until the
-//! gateway closes its side. It stays registered, so the handler's commands and acks still
+//! gateway closes its side, or until the link was quiet for [`LEAVE_QUIET`] with every event
+//! it delivered handled (the gateway sends nothing new after `Leaving` and does not close;
+//! an event still on its way then is never handled, so it is redelivered without a
+//! duplicate). It stays registered, so the handler's commands and acks still
 //! go out, until [`Stop::close`]; then its writer drains and closes the socket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +42,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REFUSED_RETRY: Duration = MAX_BACKOFF;
 /// How long a closing link waits for its writer to send what is queued (acks, commands).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A leaving link that heard nothing for this long, with all its events handled, is done:
+/// what the gateway sent before it saw `Leaving` arrives within a round trip, and a later
+/// straggler is redelivered (never handled here, so no duplicate). Short, because the next
+/// worker cannot open the store until this one exits.
+pub(crate) const LEAVE_QUIET: Duration = Duration::from_millis(250);
 
 type Transport = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -59,6 +68,8 @@ pub(crate) struct Delivery {
     pub(crate) event: Event,
     /// The queue of the connection the event came on; the ack must go back on it.
     pub(crate) ack: mpsc::Sender<WorkerToGateway>,
+    /// Held until the event was handled and acked: a leaving link counts what it still owes.
+    pub(crate) outstanding: Arc<()>,
 }
 
 /// What the link needs to introduce itself.
@@ -190,7 +201,7 @@ enum Served {
 enum ReadEnd {
     /// The link broke.
     Lost(LinkError),
-    /// After our `Leaving`, the gateway closed its side: it will send nothing more.
+    /// After our `Leaving`, the gateway closed its side or went quiet with all handled.
     GatewayDone,
     /// [`Stop::close`] fired while still reading.
     Closed,
@@ -224,7 +235,10 @@ async fn serve(
         return Served::Lost;
     }
     if let ReadEnd::GatewayDone = ended {
-        tracing::info!(gateway = id, "gateway sent its last event; finishing ours");
+        tracing::info!(
+            gateway = id,
+            "leaving link done reading; finishing what is queued"
+        );
         // Stay registered while the runtime handles what is queued: those events' commands
         // and acks still go out on this link.
         tokio::select! {
@@ -258,6 +272,7 @@ async fn read_loop(
     stop: &Stop,
 ) -> ReadEnd {
     let mut leaving = false;
+    let outstanding = Arc::new(());
     loop {
         let frame = tokio::select! {
             biased;
@@ -276,6 +291,12 @@ async fn read_loop(
                 continue;
             }
             frame = stream.next() => frame,
+            _ = tokio::time::sleep(LEAVE_QUIET), if leaving => {
+                if Arc::strong_count(&outstanding) == 1 {
+                    return ReadEnd::GatewayDone;
+                }
+                continue;
+            }
         };
         let bytes = match frame {
             None if leaving => return ReadEnd::GatewayDone,
@@ -294,6 +315,7 @@ async fn read_loop(
                     id: event_id,
                     event,
                     ack: tx.clone(),
+                    outstanding: Arc::clone(&outstanding),
                 };
                 // Waits while the runtime is EVENT_QUEUE events behind: backpressure through
                 // TCP to the gateway, which holds its own bounded queue.

@@ -10,7 +10,8 @@
 //!
 //! Shutdown: every link sends `Leaving` and links no new gateway; the worker goes on
 //! handling (and acking) what is queued and what the gateways sent before they saw
-//! `Leaving`, until every gateway closed its side or [`LEAVE_GRACE`] passed. Then the
+//! `Leaving`, until every link is done reading (the gateway closed its side, or went quiet
+//! with everything handled) or [`LEAVE_GRACE`] passed. Then the
 //! links drain and close, and the store is flushed and dropped (its lock released).
 
 use std::future::Future;
@@ -173,6 +174,7 @@ async fn handle<H: Handler>(
         id,
         mut event,
         ack,
+        outstanding: _outstanding,
     } = delivery;
     let client = event.client();
     let span = tracing::info_span!("event", gateway = from, event = id, client = %client);
