@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use protocol::link::{ClientId, ClientKind, Command, Event, WorkerToGateway, LINK_VERSION};
+use protocol::link::{ClientId, Command, Event, WorkerToGateway, LINK_VERSION};
 
 /// Long enough for an event that should not come to have come.
 const QUIET: Duration = Duration::from_millis(300);
@@ -223,11 +223,11 @@ async fn a_full_window_holds_a_workers_events_until_it_acks() {
     let gw = Gateway::start_with(config).await;
     let mut a = manual(&gw).await;
     let mut user = gw.telnet().await;
-    let connect = match a.event_with_id().await {
-        (n, Event::Connect { kind, .. }) if kind == ClientKind::Telnet => n,
+    // The Connect stays unacked: it takes one of the two places.
+    let (connect, id) = match a.event_with_id().await {
+        (n, Event::Connect { client, .. }) => (n, client),
         other => panic!("expected Connect, got {other:?}"),
     };
-    let id = ClientId::new(3, 1);
     user.send(b"l1\nl2\nl3\n").await;
     let l1 = line_id(&mut a, id, "l1").await;
     a.no_event(QUIET).await;
