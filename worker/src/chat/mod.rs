@@ -39,14 +39,17 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The chat handler. Stateless: everything it needs is in sessions and the store.
+/// The chat handler. Everything it must keep is in sessions and the store; the only
+/// in-memory state is the `last_seen` write throttle, which a restart may forget.
 #[derive(Debug, Default)]
-pub struct Chat;
+pub struct Chat {
+    seen: device::SeenThrottle,
+}
 
 impl Chat {
     /// A chat.
     pub fn new() -> Chat {
-        Chat
+        Chat::default()
     }
 }
 
@@ -111,7 +114,7 @@ impl Handler for Chat {
     }
 
     async fn on_device(&mut self, cx: &Context, client: ClientId, msg: DeviceMsg) -> HandlerResult {
-        device::on_device(cx, client, msg).await
+        device::on_device(cx, client, msg, &mut self.seen).await
     }
 
     async fn on_close(
@@ -125,6 +128,8 @@ impl Handler for Chat {
             return Ok(()); // left before choosing a nickname (or a device before its hello)
         };
         if session.contains_key(SESSION_DEVICE) {
+            // A connection change: always recorded (once per connection, not per frame).
+            self.seen.forget(uid);
             cx.store().touch_device(uid, now(), None)?;
         }
         let line = Outbound::Line(commands::left(nick, uid));
