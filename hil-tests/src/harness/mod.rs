@@ -11,10 +11,12 @@
 mod bins;
 mod cluster;
 mod iac;
+mod ledger;
 mod process;
 mod telnet;
 
 pub use bins::{bins, workspace_root, Bins};
 pub use cluster::{nickname_prompt, Cluster, ClusterOptions, PROBE_PATIENCE, START_TIMEOUT};
+pub use ledger::{Disruption, Ledger, Report};
 pub use process::{tail, Proc, STOP_GRACE};
 pub use telnet::{Found, Matcher, TelnetUser, LINE_TIMEOUT};
