@@ -28,6 +28,16 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 /// Times an event is redelivered after its worker died on it before it is dropped as
 /// poison: rides out a couple of unrelated crashes or kills, stops a crash loop quickly.
 pub const DEFAULT_MAX_REDELIVERIES: u32 = 3;
+/// Quiet time before a peer is pinged. GatewayWorker's usual 25 s: well inside the idle
+/// timeouts of NAT boxes and proxies (30 s and up), rare enough to cost nothing.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// Silent intervals before a device is closed. Two, so one lost ping or pong is forgiven
+/// and a dead device is noticed within a minute or so at the default interval.
+pub const DEFAULT_PING_NOT_RESPONSE_LIMIT: u32 = 2;
+/// Silent intervals before a telnet user is closed: never. A person reading the chat sends
+/// nothing for as long as they like; a dead peer's socket still fails, once TCP gives up
+/// retransmitting the pings to it (minutes, the kernel's retransmission limit).
+pub const DEFAULT_TELNET_IDLE_LIMIT: u32 = 0;
 /// The usual rate of USB CDC-ACM boards and of most UART consoles.
 pub const DEFAULT_BAUD: u32 = 115_200;
 
@@ -57,6 +67,15 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// Redeliveries of an event whose worker died on it before it is dropped as poison.
     pub max_redeliveries: u32,
+    /// Milliseconds a peer may stay silent before it is pinged (a `Ping` frame to a
+    /// device, an invisible IAC NOP to a telnet user), and again every interval it stays
+    /// silent. 0 turns heartbeats off.
+    pub ping_interval_ms: u64,
+    /// A device (TCP or serial) silent for this many intervals is closed; any valid frame,
+    /// a `Pong` or anything else, counts as an answer. 0 never closes, only pings.
+    pub ping_not_response_limit: u32,
+    /// A telnet user who sends no byte for this many intervals is closed; 0 never closes.
+    pub telnet_idle_limit: u32,
     /// Serial ports to open.
     pub serial: Vec<SerialConfig>,
 }
@@ -74,6 +93,9 @@ impl Default for GatewayConfig {
             pending_events: DEFAULT_PENDING_EVENTS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_redeliveries: DEFAULT_MAX_REDELIVERIES,
+            ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            ping_not_response_limit: DEFAULT_PING_NOT_RESPONSE_LIMIT,
+            telnet_idle_limit: DEFAULT_TELNET_IDLE_LIMIT,
             serial: Vec::new(),
         }
     }

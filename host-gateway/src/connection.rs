@@ -94,6 +94,11 @@ pub enum End {
     ClosedByWorker,
     /// The gateway is shutting down.
     Shutdown,
+    /// The peer sent nothing for the configured number of heartbeat intervals.
+    HeartbeatTimeout {
+        /// How long it had been silent.
+        silent: std::time::Duration,
+    },
 }
 
 impl std::fmt::Display for End {
@@ -104,6 +109,9 @@ impl std::fmt::Display for End {
             End::TooSlow => f.write_str("too slow"),
             End::ClosedByWorker => f.write_str("closed by worker"),
             End::Shutdown => f.write_str("gateway shutting down"),
+            End::HeartbeatTimeout { silent } => {
+                write!(f, "heartbeat timeout: silent for {silent:?}")
+            }
         }
     }
 }
@@ -180,7 +188,9 @@ impl Conn {
     /// Tells the router the connection is gone (the Close event) and logs why.
     pub async fn close(self, end: &End) {
         match end {
-            End::Io(_) | End::TooSlow => tracing::info!(reason = %end, "closed"),
+            End::Io(_) | End::TooSlow | End::HeartbeatTimeout { .. } => {
+                tracing::info!(reason = %end, "closed")
+            }
             _ => tracing::debug!(reason = %end, "closed"),
         }
         let _ = self

@@ -2,7 +2,8 @@
 //! into the router, encodes its queue into frames with this side's sequence numbers, and
 //! does the link chores itself: pongs, malformed-frame reports, and the acknowledgements of
 //! `protocol::reliable` (acks and dedup of the device's frames, stop-and-wait retransmission
-//! of chat frames to it). I/O only: what the messages mean is the workers' business.
+//! of chat frames to it), and heartbeats (a `Ping` to a silent device, closing one that
+//! stays silent, see `heartbeat.rs`). I/O only: what the messages mean is the workers' business.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::connection::{Conn, End, Outgoing};
+use crate::heartbeat::{Activity, Heartbeat};
 use crate::server::Context;
 use crate::stats::{bump, Counters};
 
@@ -27,8 +29,9 @@ const READ_BUF: usize = 1024;
 /// Bytes gathered from the queue into one write.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Link chores (acks, pongs, reports) waiting for the writer. Each answers one received
-/// frame, and the writer drains them first; if the device floods faster than that, a chore
-/// is dropped (a lost ack makes the device retransmit; a lost pong is a missed ping).
+/// frame (or is a heartbeat ping), and the writer drains them first; if the device floods
+/// faster than that, a chore is dropped (a lost ack makes the device retransmit; a lost pong
+/// is a missed ping; a lost heartbeat ping cannot happen, as a flooding device is not silent).
 const CHORE_QUEUE: usize = 64;
 
 /// What the reader asks of the writer, ahead of the outbound queue.
@@ -38,6 +41,8 @@ enum Chore {
     Ack(u16),
     /// Answer a ping.
     Pong(u32),
+    /// Heartbeat: the device has been silent for an interval.
+    Ping(u32),
     /// Report a frame we could not decode.
     Report(ErrorReport),
     /// The device acknowledged our frame `seq`.
@@ -72,8 +77,15 @@ where
     let kick = conn.kick_token();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (chores_tx, mut chores_rx) = mpsc::channel(CHORE_QUEUE);
+    let activity = Activity::default();
+    let mut nonce = 0u32;
     let end = {
-        let reader = read_frames(&mut rd, conn.id, &chores_tx, &ctx);
+        let reader = read_frames(&mut rd, conn.id, &chores_tx, &activity, &ctx);
+        let heartbeat = Heartbeat::devices(&ctx.config).run(&activity, || {
+            nonce = nonce.wrapping_add(1);
+            tracing::debug!(nonce, "device silent, pinged");
+            let _ = chores_tx.try_send(Chore::Ping(nonce));
+        });
         let writer = write_queue(
             &mut wr,
             &mut conn.rx,
@@ -84,6 +96,7 @@ where
         tokio::select! {
             end = reader => end,
             end = writer => end,
+            end = heartbeat => end,
             end = Conn::stopped(&kick, &ctx.shutdown) => end,
         }
     };
@@ -96,6 +109,7 @@ async fn read_frames(
     rd: &mut (impl AsyncRead + Unpin),
     id: ClientId,
     chores: &mpsc::Sender<Chore>,
+    activity: &Activity,
     ctx: &Context,
 ) -> End {
     let mut decoder = protocol::Decoder::<DeviceMsg>::new();
@@ -131,6 +145,8 @@ async fn read_frames(
                 }
             };
             bump(&ctx.counters.messages_in);
+            // Any valid frame answers the heartbeat, not only a Pong; garbage does not.
+            activity.touch();
             let frame = Frame { seq, msg };
             if frame.msg.needs_ack() {
                 chore(Chore::Ack(seq));
@@ -258,6 +274,7 @@ impl Encoder {
         match chore {
             Chore::Ack(seq) => self.frame(&HostMsg::Ack { seq }, id, counters),
             Chore::Pong(nonce) => self.frame(&HostMsg::Pong { nonce }, id, counters),
+            Chore::Ping(nonce) => self.frame(&HostMsg::Ping { nonce }, id, counters),
             Chore::Report(report) => self.frame(&HostMsg::Error(report), id, counters),
             Chore::Acked(seq) => {
                 if !self.inflight.on_ack(seq) {

@@ -11,6 +11,7 @@ pub mod config;
 mod connection;
 mod delivery;
 mod device_conn;
+mod heartbeat;
 mod registry;
 mod router;
 mod serial;

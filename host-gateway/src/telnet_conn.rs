@@ -1,5 +1,6 @@
 //! One telnet user's connection: reads lines into the router, writes its queue out as
-//! CRLF-terminated text. I/O only; what the lines mean is a worker's business.
+//! CRLF-terminated text, and pings a silent user with IAC NOP (see `heartbeat.rs`). I/O
+//! only; what the lines mean is a worker's business.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::connection::{Conn, End, Outgoing};
+use crate::heartbeat::{Activity, Heartbeat, Touching};
 use crate::router::RouterMsg;
 use crate::server::Context;
 use crate::stats::{bump, Counters};
@@ -24,6 +26,9 @@ use crate::telnet::{TelnetDecoder, TelnetItem};
 const LAST_WORDS: Duration = Duration::from_secs(1);
 /// Bytes gathered from the queue into one write; bounds the write buffer.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Telnet's no-operation command: the heartbeat ping. Telnet clients ignore it and show
+/// nothing; on a dead peer the write fails in the end and the connection closes.
+const IAC_NOP: [u8; 2] = [0xff, 0xf1];
 /// Told to a user whose message found no worker and a full pending queue.
 pub const BUSY_LINE: &str = "! server busy, message not accepted";
 
@@ -45,19 +50,29 @@ async fn run(mut conn: Conn, stream: TcpStream) {
     let ctx = conn.ctx().clone();
     let kick = conn.kick_token();
     let (rd, mut wr) = stream.into_split();
+    // Any byte counts as hearing from the user: a keystroke, a partial line, negotiation.
+    let activity = Arc::new(Activity::default());
+    let rd = Touching::new(rd, activity.clone());
     let mut lines = FramedRead::new(rd, TelnetDecoder::new(ctx.config.max_line));
+    // One pending ping is enough; a second one while it waits adds nothing.
+    let (nop_tx, mut nop_rx) = mpsc::channel(1);
     let end = {
         let reader = read_lines(&mut lines, conn.id, &conn.own, &ctx);
-        let writer = write_queue(&mut wr, &mut conn.rx, conn.id, &ctx.counters);
+        let writer = write_queue(&mut wr, &mut conn.rx, &mut nop_rx, conn.id, &ctx.counters);
+        let heartbeat = Heartbeat::telnet(&ctx.config).run(&activity, || {
+            let _ = nop_tx.try_send(());
+        });
         tokio::select! {
             end = reader => end,
             end = writer => end,
+            end = heartbeat => end,
             end = Conn::stopped(&kick, &ctx.shutdown) => end,
         }
     };
     let last = match end {
         End::TooSlow => Some("! disconnected: too slow\r\n"),
         End::Shutdown => Some("! server shutting down\r\n"),
+        End::HeartbeatTimeout { .. } => Some("! disconnected: idle\r\n"),
         _ => None,
     };
     let _ = tokio::time::timeout(LAST_WORDS, async {
@@ -71,7 +86,7 @@ async fn run(mut conn: Conn, stream: TcpStream) {
 }
 
 async fn read_lines(
-    lines: &mut FramedRead<OwnedReadHalf, TelnetDecoder>,
+    lines: &mut FramedRead<Touching<OwnedReadHalf>, TelnetDecoder>,
     id: ClientId,
     own: &mpsc::Sender<Outgoing>,
     ctx: &Context,
@@ -98,15 +113,29 @@ async fn read_lines(
     }
 }
 
-/// Writes queued items, batching whatever is ready into one write.
+/// Writes queued items, batching whatever is ready into one write, and heartbeat pings.
 async fn write_queue(
     wr: &mut (impl AsyncWrite + Unpin),
     rx: &mut mpsc::Receiver<Outgoing>,
+    nops: &mut mpsc::Receiver<()>,
     id: ClientId,
     counters: &Counters,
 ) -> End {
     let mut buf = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return End::ClosedByWorker,
+            },
+            Some(()) = nops.recv() => {
+                if let Err(err) = wr.write_all(&IAC_NOP).await {
+                    return End::Io(err);
+                }
+                continue;
+            }
+        };
         buf.clear();
         let mut item = Some(first);
         let mut close = false;
@@ -124,7 +153,6 @@ async fn write_queue(
             return End::ClosedByWorker;
         }
     }
-    End::ClosedByWorker
 }
 
 /// Appends one item's bytes; returns `true` if the connection must close after them.

@@ -301,6 +301,21 @@ impl Telnet {
         String::from_utf8(buf).expect("gateway writes UTF-8")
     }
 
+    /// Whatever bytes arrive next (at least one), raw; for heartbeat tests.
+    pub async fn read_some(&mut self) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        let n = within("telnet bytes", self.reader.read(&mut buf))
+            .await
+            .expect("telnet read");
+        assert!(n > 0, "telnet connection closed while bytes were expected");
+        buf[..n].to_vec()
+    }
+
+    /// The raw reading side.
+    pub fn reader_mut(&mut self) -> &mut BufReader<OwnedReadHalf> {
+        &mut self.reader
+    }
+
     /// Expects the gateway to close the connection with nothing more to read.
     pub async fn closed(&mut self) {
         let mut rest = Vec::new();
