@@ -9,8 +9,6 @@ use embassy_nrf::buffered_uarte::{self, BufferedUarte, BufferedUarteRx, Buffered
 use embassy_nrf::gpio::{Level, Output, OutputDrive};
 use embassy_nrf::{bind_interrupts, config, pac, peripherals, uarte, Peripherals};
 
-use crate::stack;
-
 bind_interrupts!(struct Irqs {
     UARTE0 => buffered_uarte::InterruptHandler<peripherals::UARTE0>;
 });
@@ -105,6 +103,6 @@ impl app::Board for Dk {
     }
 
     fn free_stack(&self) -> Option<u32> {
-        Some(stack::never_used())
+        Some(stack_paint::never_used())
     }
 }

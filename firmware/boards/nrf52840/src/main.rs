@@ -5,7 +5,6 @@
 #![no_main]
 
 mod board;
-mod stack;
 
 use app::{Board as _, Config, Stats};
 use board::{DEVICE_ID_LEN, UART_BUF_LEN};

@@ -14,8 +14,6 @@ use embassy_rp::uart::{
 };
 use embassy_rp::{bind_interrupts, pac, Peri, Peripherals};
 
-use crate::stack;
-
 bind_interrupts!(struct Irqs {
     UART0_IRQ => BufferedInterruptHandler<peripherals::UART0>;
 });
@@ -110,6 +108,6 @@ impl app::Board for Pico {
     }
 
     fn free_stack(&self) -> Option<u32> {
-        Some(stack::never_used())
+        Some(stack_paint::never_used())
     }
 }
