@@ -14,6 +14,13 @@ pub const DEFAULT_SECRET: &str = "switchboard-dev-secret";
 /// Relative to the working directory, like the supervisor's `run_dir`, so `switchboard start`
 /// from the repo root keeps everything in one place (and `/data` is git-ignored).
 pub const DEFAULT_DATA_DIR: &str = "data";
+/// memcached's own default port on this host: what `apt-get install memcached` runs.
+pub const DEFAULT_MEMCACHED: &str = "127.0.0.1:11211";
+/// Starts every key this chat stores in memcached, so it can share a server with others.
+pub const DEFAULT_MEMCACHED_PREFIX: &str = "switchboard:";
+/// memcached keys are at most 250 bytes; the prefix leaves room for the longest key part
+/// (`offline:` + an escaped 24-byte device id + two counters).
+pub const MAX_MEMCACHED_PREFIX: usize = 100;
 
 /// Store backends a worker can use.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +29,8 @@ pub enum StoreKind {
     /// sled, embedded in the worker process; one process per data directory.
     #[default]
     Sled,
+    /// memcached servers shared by several workers (`memcached`, `memcached_prefix`).
+    Memcached,
 }
 
 /// The `[worker]` section. Every key is optional; unknown keys are an error so a typo is
@@ -35,8 +44,12 @@ pub struct WorkerConfig {
     pub secret: String,
     /// Store backend.
     pub store: StoreKind,
-    /// The store's data directory.
+    /// The store's data directory (sled).
     pub data_dir: PathBuf,
+    /// memcached servers (`host:port`), in the same order in every worker.
+    pub memcached: Vec<String>,
+    /// Prefix of every memcached key.
+    pub memcached_prefix: String,
     /// Name the worker gives itself in the link `Hello`, for the gateways' logs. Not a file
     /// key: it comes from `--name` (default `worker-PID`).
     #[serde(skip)]
@@ -50,6 +63,8 @@ impl Default for WorkerConfig {
             secret: DEFAULT_SECRET.to_string(),
             store: StoreKind::Sled,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            memcached: vec![DEFAULT_MEMCACHED.to_string()],
+            memcached_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
             name: default_name(),
         }
     }
@@ -97,10 +112,41 @@ impl WorkerConfig {
     /// Parses a whole config file's text and returns its `[worker]` section.
     pub fn from_toml(text: &str) -> Result<WorkerConfig, toml::de::Error> {
         let mut table: toml::Table = toml::from_str(text)?;
-        match table.remove("worker") {
-            Some(section) => section.try_into(),
-            None => Ok(WorkerConfig::default()),
+        let config: WorkerConfig = match table.remove("worker") {
+            Some(section) => section.try_into()?,
+            None => WorkerConfig::default(),
+        };
+        config
+            .validate()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        Ok(config)
+    }
+
+    /// What serde cannot check alone: the keys the chosen store needs.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.store == StoreKind::Memcached && self.memcached.is_empty() {
+            return Err(
+                "[worker] store = \"memcached\" needs at least one server in `memcached`".into(),
+            );
         }
+        if let Some(bad) = self
+            .memcached
+            .iter()
+            .find(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "[worker] memcached: bad server address {bad:?} (want host:port)"
+            ));
+        }
+        let prefix = &self.memcached_prefix;
+        if prefix.len() > MAX_MEMCACHED_PREFIX
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "[worker] memcached_prefix {prefix:?}: at most {MAX_MEMCACHED_PREFIX} bytes, no spaces or control characters"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +163,30 @@ mod tests {
         assert_eq!(config.secret, defaults.secret);
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.memcached, defaults.memcached);
+        assert_eq!(config.memcached_prefix, defaults.memcached_prefix);
+    }
+
+    #[test]
+    fn memcached_store_is_chosen_and_checked() {
+        let config = WorkerConfig::from_toml(
+            "[worker]\nstore = \"memcached\"\nmemcached = [\"10.0.0.5:11211\", \"m2:11211\"]\nmemcached_prefix = \"chat1:\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.store, StoreKind::Memcached);
+        assert_eq!(config.memcached, ["10.0.0.5:11211", "m2:11211"]);
+        assert_eq!(config.memcached_prefix, "chat1:");
+        let err = WorkerConfig::from_toml("[worker]\nstore = \"memcached\"\nmemcached = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one server"), "{err}");
+        // Without store = "memcached" an empty list is not used, so not an error.
+        WorkerConfig::from_toml("[worker]\nmemcached = []\n").unwrap();
+        let err = WorkerConfig::from_toml("[worker]\nmemcached_prefix = \"a b\"\n").unwrap_err();
+        assert!(err.to_string().contains("memcached_prefix"), "{err}");
+        let err = WorkerConfig::from_toml("[worker]\nstore = \"memcached\"\nmemcached = [\"\"]\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("bad server address"), "{err}");
     }
 
     #[test]
@@ -137,7 +207,12 @@ mod tests {
     fn unknown_keys_and_stores_are_refused() {
         let err = WorkerConfig::from_toml("[worker]\nsecrett = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("secrett"), "{err}");
-        assert!(WorkerConfig::from_toml("[worker]\nstore = \"redis\"\n").is_err());
+        let err = WorkerConfig::from_toml("[worker]\nstore = \"redis\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("redis") && text.contains("`sled`") && text.contains("`memcached`"),
+            "{text}"
+        );
         assert!(WorkerConfig::from_toml("[worker]\nname = \"w\"\n").is_err());
     }
 

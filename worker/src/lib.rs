@@ -21,4 +21,4 @@ pub use config::{ConfigError, StoreKind, WorkerConfig};
 pub use gateway_api::{Gateway, GatewayError};
 pub use handler::{Context, Handler, HandlerError, HandlerResult};
 pub use runtime::{run, WorkerError};
-pub use store::{SledStore, Store, StoreError};
+pub use store::{MemcachedStore, SledStore, Store, StoreError};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use tracing_subscriber::EnvFilter;
-use worker::{Chat, SledStore, WorkerConfig};
+use worker::{Chat, MemcachedStore, SledStore, Store, StoreKind, WorkerConfig};
 
 /// Looked for in the working directory when `-c` is not given.
 const DEFAULT_CONFIG: &str = "switchboard.toml";
@@ -99,11 +99,26 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Opens the configured backend; an unreachable memcached fails here, naming the servers.
+fn open_store(config: &WorkerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store {
+        StoreKind::Sled => {
+            Arc::new(SledStore::open(&config.data_dir).context("cannot open the sled store")?)
+        }
+        StoreKind::Memcached => {
+            let store = MemcachedStore::connect(&config.memcached, &config.memcached_prefix)
+                .context("cannot open the memcached store")?;
+            tracing::info!(servers = ?config.memcached, prefix = %config.memcached_prefix, "memcached store");
+            Arc::new(store)
+        }
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     let shutdown = shutdown_signal();
-    let store = SledStore::open(&config.data_dir).context("cannot open the store")?;
-    worker::run(config, Arc::new(store), Chat::new(), shutdown).await?;
+    let store = open_store(&config)?;
+    worker::run(config, store, Chat::new(), shutdown).await?;
     Ok(())
 }
 

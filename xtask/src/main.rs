@@ -148,8 +148,13 @@ fn install_test_needs() -> Result<()> {
     run(Command::new("rustup")
         .args(["target", "add"])
         .args(FIRMWARE_TARGETS))?;
-    // The end-to-end tests run the real firmware in QEMU.
-    if !has_program("qemu-system-arm") {
+    // The end-to-end tests run the real firmware in QEMU; the worker's store tests start a
+    // real memcached.
+    let missing: Vec<&str> = ["qemu-system-arm", "memcached"]
+        .into_iter()
+        .filter(|program| !has_program(program))
+        .collect();
+    if !missing.is_empty() {
         let apt = |args: &[&str]| -> Command {
             let mut cmd = if is_root() {
                 Command::new("apt-get")
@@ -162,7 +167,7 @@ fn install_test_needs() -> Result<()> {
             cmd
         };
         run(&mut apt(&["update"]))?;
-        run(&mut apt(&["install", "-y", "qemu-system-arm"]))?;
+        run(apt(&["install", "-y"]).args(&missing))?;
     }
     Ok(())
 }

@@ -1,17 +1,25 @@
 //! What the chat keeps across restarts: uid counter, users, device registry, offline
-//! messages for devices, recent history. [`Store`] is the interface; `sled` the backend.
+//! messages for devices, recent history. [`Store`] is the interface; `sled` (embedded, one
+//! worker process, durable) and `memcached` (shared by several workers) the backends.
 //!
 //! Methods are synchronous: the sled backend answers from memory and flushes in the
-//! background, so a call is cheap enough to make from the (single) event loop. The store
-//! knows nothing about gateways, sessions or chat lines.
+//! background, the memcached one makes a few loopback or LAN round trips, so a call is cheap
+//! enough to make from the (single) event loop. The store knows nothing about gateways,
+//! sessions or chat lines.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod conformance;
+mod memcached;
 mod sled;
+#[cfg(test)]
+pub(crate) mod testing;
 
+pub use self::memcached::{MemcachedStore, CAS_TRIES};
 pub use self::sled::SledStore;
 
 /// Offline messages kept per device. A device away for a long time must not grow the
@@ -83,6 +91,27 @@ pub enum StoreError {
         /// The bound.
         max: usize,
     },
+    /// A memcached server did not answer at start.
+    #[error("memcached server {server} is unreachable (servers: {servers}): {cause}")]
+    Unreachable {
+        /// The server that failed.
+        server: String,
+        /// Every configured server.
+        servers: String,
+        /// Cause.
+        cause: String,
+    },
+    /// A `gets`/`cas` update lost [`CAS_TRIES`] races in a row.
+    #[error("store record {key} changed under us {tries} times in a row; giving up")]
+    Contended {
+        /// The memcached key.
+        key: String,
+        /// Attempts made.
+        tries: usize,
+    },
+    /// A memcached request failed (connection, timeout, server error).
+    #[error("memcached: {0}")]
+    Memcached(#[from] memcache::MemcacheError),
     /// The stored uid counter is at its end (in practice: a corrupt `next_uid` record).
     #[error("no uids left to give out (stored counter at u64::MAX)")]
     UidsExhausted,

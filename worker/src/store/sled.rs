@@ -331,6 +331,14 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
+    fn open() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    crate::store::conformance::conformance_tests!(open());
+
     fn msg(text: &str) -> OfflineMessage {
         OfflineMessage {
             from: "1".into(),
@@ -409,104 +417,5 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(SledStore::open(dir.path()).unwrap());
         SledStore::open(dir.path()).unwrap();
-    }
-
-    #[test]
-    fn device_registry_upserts_and_touches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let first = store.upsert_device("dev-1", "0.1.0", 100).unwrap();
-        assert_eq!((first.first_seen, first.last_seen), (100, 100));
-        let again = store.upsert_device("dev-1", "0.2.0", 150).unwrap();
-        assert_eq!(
-            (again.firmware.as_str(), again.first_seen, again.last_seen),
-            ("0.2.0", 100, 150)
-        );
-        assert!(store
-            .touch_device("dev-1", 160, Some(("temp_mC", 21500)))
-            .unwrap());
-        assert!(!store.touch_device("ghost", 160, None).unwrap());
-        assert_eq!(store.device("ghost").unwrap(), None);
-        let record = store.device("dev-1").unwrap().unwrap();
-        assert_eq!(record.last_seen, 160);
-        assert_eq!(record.telemetry.get("temp_mC"), Some(&21500));
-        store.upsert_device("dev-0", "x", 1).unwrap();
-        let ids: Vec<String> = store
-            .devices()
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(ids, ["dev-0", "dev-1"]);
-    }
-
-    #[test]
-    fn offline_queue_is_fifo_per_device_peek_does_not_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        for text in ["a", "b", "c"] {
-            store.push_offline("dev", &msg(text)).unwrap();
-        }
-        // A device whose id extends another's keeps its own queue.
-        store.push_offline("dev2", &msg("other")).unwrap();
-        let peeked = store.peek_offline("dev", 10).unwrap();
-        let texts: Vec<&str> = peeked.iter().map(|(_, m)| m.text.as_str()).collect();
-        assert_eq!(texts, ["a", "b", "c"]);
-        assert_eq!(store.peek_offline("dev", 10).unwrap().len(), 3);
-        store.remove_offline("dev", peeked[0].0).unwrap();
-        assert_eq!(store.peek_offline("dev", 1).unwrap()[0].1.text, "b");
-        assert_eq!(store.offline_len("dev").unwrap(), 2);
-        assert_eq!(store.offline_len("dev2").unwrap(), 1);
-    }
-
-    #[test]
-    fn offline_queue_is_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        for i in 0..MAX_OFFLINE_PER_DEVICE {
-            store.push_offline("dev", &msg(&i.to_string())).unwrap();
-        }
-        let err = store.push_offline("dev", &msg("one too many")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::QueueFull {
-                    max: MAX_OFFLINE_PER_DEVICE,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let (key, _) = store.peek_offline("dev", 1).unwrap()[0].clone();
-        store.remove_offline("dev", key).unwrap();
-        store.push_offline("dev", &msg("fits again")).unwrap();
-    }
-
-    #[test]
-    fn history_keeps_the_last_entries_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        for i in 0..MAX_HISTORY + 5 {
-            let entry = HistoryEntry {
-                at: i as u64,
-                uid: "1".into(),
-                nick: "a".into(),
-                text: i.to_string(),
-            };
-            store.append_history(&entry).unwrap();
-        }
-        let all = store.recent_history(usize::MAX).unwrap();
-        assert_eq!(all.len(), MAX_HISTORY);
-        assert_eq!(all[0].text, "5");
-        let last: Vec<String> = store
-            .recent_history(2)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.text)
-            .collect();
-        assert_eq!(
-            last,
-            [(MAX_HISTORY + 3).to_string(), (MAX_HISTORY + 4).to_string()]
-        );
     }
 }
