@@ -1,7 +1,10 @@
 //! The `switchboard-worker` binary: flags, the log line a person watches for, SIGTERM,
-//! and a second worker on the same data directory.
+//! a second worker on the same data directory, and workers sharing a real memcached.
 
 mod common;
+// The library's own memcached harness: a real server on a free port, killed on drop.
+#[path = "../src/store/testing.rs"]
+mod memcached_server;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -189,4 +192,42 @@ fn a_missing_config_file_is_named() {
     let mut worker = Proc::spawn(&["-c", "/nonexistent/sb.toml"]);
     assert!(!worker.wait_exit().success());
     worker.expect_line(&["/nonexistent/sb.toml"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_share_a_memcached_store_and_an_unreachable_one_is_named() {
+    let server = memcached_server::MemcachedServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nstore = \"memcached\"\nmemcached = [\"{}\"]\nmemcached_prefix = \"bin:\"\n",
+            server.addr()
+        ),
+    )
+    .unwrap();
+    // Nothing listens on port 1: both keep retrying their gateway, sharing the store.
+    let args = ["-c", config.to_str().unwrap(), "--gateway", "127.0.0.1:1"];
+    let mut first = Proc::spawn(&args);
+    tokio::task::block_in_place(|| first.expect_line(&["worker started"]));
+    let mut second = Proc::spawn(&args);
+    tokio::task::block_in_place(|| second.expect_line(&["worker started"]));
+    assert!(tokio::task::block_in_place(|| first.terminate()).success());
+    assert!(tokio::task::block_in_place(|| second.terminate()).success());
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &config,
+        format!("[worker]\nstore = \"memcached\"\nmemcached = [\"{dead}\"]\n"),
+    )
+    .unwrap();
+    let mut worker = Proc::spawn(&args);
+    let status = tokio::task::block_in_place(|| worker.wait_exit());
+    assert!(!status.success());
+    tokio::task::block_in_place(|| worker.expect_line(&["memcached", "unreachable", &dead]));
 }
