@@ -6,7 +6,9 @@
 //!   used items under memory pressure: size it with `-m` (the whole chat state is small;
 //!   64 MB holds far more than [`MAX_HISTORY`] lines and full offline queues for thousands
 //!   of devices). An evicted user, device, message or history line is simply gone; an
-//!   evicted uid counter would start again at 1 (uids then repeat).
+//!   evicted uid counter would start again at 1 (uids then repeat), and a queued message
+//!   evicted while its slot's claim survives stops that device's queue at it (peeks still
+//!   skip the hole; the queue fills up to [`MAX_OFFLINE_PER_DEVICE`] behind it).
 //! - **Persistence.** Nothing survives a restart of memcached.
 //! - **Servers.** Keys are spread over the servers by a stable hash of the key (FNV-1a, the
 //!   same in every build), so every worker must list the same servers in the same order.
