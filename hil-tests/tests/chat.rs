@@ -4,26 +4,7 @@
 //! "X does not get a line" is checked without sleeping: after the event under test, a later
 //! message travels the same path, and X's lines up to it must not contain the line.
 
-use hil::harness::{Cluster, Matcher, TelnetUser};
-
-/// Panics if any of `lines` contains `needle`.
-fn assert_absent(who: &TelnetUser, lines: &[String], needle: &str) {
-    if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
-        panic!(
-            "{} got {l:?}, which should not reach them\n{}",
-            who.name,
-            who.history()
-        );
-    }
-}
-
-/// `from` says `text` to everyone; `to` reads up to it and returns the lines before it.
-async fn sync(from: &mut TelnetUser, to: &mut TelnetUser, text: &str) -> Vec<String> {
-    from.send_line(text).await;
-    to.expect_line(format!("{}: {text}", from.tag()))
-        .await
-        .skipped
-}
+use hil::harness::{Cluster, Matcher};
 
 #[tokio::test]
 async fn greeting_welcome_and_join_announcements() {
@@ -44,10 +25,10 @@ async fn greeting_welcome_and_join_announcements() {
     alice.expect_line(format!("* bob ({b}) joined")).await;
 
     // Nobody is told about their own join.
-    let before = sync(&mut alice, &mut bob, "hi bob").await;
-    assert_absent(&bob, &before, "joined");
-    let before = sync(&mut bob, &mut alice, "hi alice").await;
-    assert_absent(&alice, &before, "* alice");
+    let before = alice.say_and_wait(&mut bob, "hi bob").await;
+    bob.assert_not_among(&before, "joined");
+    let before = bob.say_and_wait(&mut alice, "hi alice").await;
+    alice.assert_not_among(&before, "* alice");
 }
 
 #[tokio::test]
@@ -62,8 +43,8 @@ async fn a_plain_line_reaches_everyone_but_the_sender() {
     bob.expect_line(said.as_str()).await;
     carol.expect_line(said.as_str()).await;
 
-    let before = sync(&mut bob, &mut alice, "marker").await;
-    assert_absent(&alice, &before, "hello everyone");
+    let before = bob.say_and_wait(&mut alice, "marker").await;
+    alice.assert_not_among(&before, "hello everyone");
 }
 
 #[tokio::test]
@@ -78,11 +59,11 @@ async fn uid_colon_text_is_private() {
         .await;
 
     // Carol, a third user, sees the next public line but never the private one.
-    let before = sync(&mut alice, &mut carol, "public again").await;
-    assert_absent(&carol, &before, "psst");
+    let before = alice.say_and_wait(&mut carol, "public again").await;
+    carol.assert_not_among(&before, "psst");
     // Nor does the sender get her own private line back as a public one.
-    let before = sync(&mut bob, &mut alice, "marker").await;
-    assert_absent(&alice, &before, "psst");
+    let before = bob.say_and_wait(&mut alice, "marker").await;
+    alice.assert_not_among(&before, "psst");
 }
 
 #[tokio::test]
@@ -93,8 +74,8 @@ async fn private_message_to_an_unknown_uid_is_refused() {
     alice.send_line("987654:anyone there?").await;
     alice.expect_line("! no such uid: 987654").await;
     // The failed private line must not leak to the others as a public line.
-    let before = sync(&mut alice, &mut bob, "marker").await;
-    assert_absent(&bob, &before, "anyone there");
+    let before = alice.say_and_wait(&mut bob, "marker").await;
+    bob.assert_not_among(&before, "anyone there");
 }
 
 #[tokio::test]

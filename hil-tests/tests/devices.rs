@@ -11,16 +11,6 @@ use protocol::message::{ChatOut, DeviceMsg};
 /// A device rejoining goes through the gateway's reopen backoff: allow for it.
 const REJOIN: Duration = Duration::from_secs(10);
 
-fn assert_absent(who: &TelnetUser, lines: &[String], needle: &str) {
-    if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
-        panic!(
-            "{} got {l:?}, which should not reach them\n{}",
-            who.name,
-            who.history()
-        );
-    }
-}
-
 /// Sends `DEV:ask` and expects the device's private answer.
 async fn ask(user: &mut TelnetUser, dev: &str, ask: &str, answer: &str) -> Vec<String> {
     user.send_line(&format!("{dev}:{ask}")).await;
@@ -54,7 +44,7 @@ async fn two_users_and_a_pty_device() {
     alice.send_line("ping").await;
     bob.expect_line(format!("{}: ping", alice.tag())).await;
     let before = ask(&mut alice, "dev0", "echo marker", "marker").await;
-    assert_absent(&alice, &before, "pong");
+    alice.assert_not_among(&before, "pong");
 
     // Device answers are private: bob never saw alice's.
     alice.send_line("done").await;
@@ -63,7 +53,7 @@ async fn two_users_and_a_pty_device() {
         .await
         .skipped;
     for private in ["pong", "frobnicate", "marker", "commands:"] {
-        assert_absent(&bob, &before, private);
+        bob.assert_not_among(&before, private);
     }
 
     // /who lists the device with its firmware.
@@ -145,7 +135,7 @@ async fn noise_then_ping(c: &mut Cluster, mut link: DeviceLink, dev: &str) {
         serve(&mut link, &responder, None, StdInstant::now(), &mut stopped).await
     });
     let before = ask(&mut alice, dev, "ping", "pong").await;
-    assert_absent(&alice, &before, "corrupt");
+    alice.assert_not_among(&before, "corrupt");
     c.assert_alive();
     stop.send(()).unwrap();
     assert_eq!(device.await.unwrap().unwrap(), Served::Shutdown);

@@ -32,19 +32,11 @@ const CHAT_PACE: Duration = Duration::from_millis(5);
 /// gateway hits today under this flood (issue #4 notes).
 const CONNECT_LIMIT: Duration = Duration::from_secs(3);
 
-/// `from` says `text` in public; `to` reads up to it and returns the lines before it.
-async fn sync(from: &mut TelnetUser, to: &mut TelnetUser, text: &str) -> Vec<String> {
-    from.send_line(text).await;
-    to.expect_line(format!("{}: {text}", from.tag()))
-        .await
-        .skipped
-}
-
 /// The ending every test shares: both processes run, and the two users chat both ways.
 async fn still_chatting(c: &mut Cluster, a: &mut TelnetUser, b: &mut TelnetUser) {
     c.assert_alive();
-    sync(a, b, "still chatting").await;
-    sync(b, a, "yes we are").await;
+    a.say_and_wait(b, "still chatting").await;
+    b.say_and_wait(a, "yes we are").await;
     c.assert_alive();
 }
 
@@ -54,16 +46,6 @@ async fn ask(user: &mut TelnetUser, dev: &str, ask: &str, answer: &str) -> Vec<S
     user.expect_line(format!("{dev} ({dev}) -> you: {answer}"))
         .await
         .skipped
-}
-
-fn assert_absent(who: &TelnetUser, lines: &[String], needle: &str) {
-    if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
-        panic!(
-            "{} got {l:?}, which should not reach them\n{}",
-            who.name,
-            who.history()
-        );
-    }
 }
 
 /// The bytes of a public chat frame from a device saying `text`.
@@ -138,7 +120,9 @@ async fn connect_flood_while_users_chat() {
         while rounds < 3 || !done.load(Ordering::Acquire) {
             pace.tick().await;
             let sent = Instant::now();
-            sync(&mut alice, &mut bob, &format!("during the flood {rounds}")).await;
+            alice
+                .say_and_wait(&mut bob, &format!("during the flood {rounds}"))
+                .await;
             slowest = slowest.max(sent.elapsed());
             rounds += 1;
         }
@@ -160,7 +144,7 @@ async fn connect_flood_while_users_chat() {
     }
     let mut carol = c.user("carol").await;
     alice.expect_line(format!("* {} joined", carol.tag())).await;
-    sync(&mut carol, &mut alice, "new after the flood").await;
+    carol.say_and_wait(&mut alice, "new after the flood").await;
     still_chatting(&mut c, &mut alice, &mut bob).await;
     eprintln!(
         "connect flood: {FLOOD} connections in {flood_took:?}, {rounds} chat round trips \
@@ -187,7 +171,7 @@ async fn resets_mid_line_and_truncated_frames() {
     let (rd, wr, _, _) = mallory.into_split();
     reset(rd.reunite(wr).expect("halves of one stream"));
     let before = alice.expect_line(format!("* {tag} left")).await.skipped;
-    assert_absent(&alice, &before, "half a li");
+    alice.assert_not_among(&before, "half a li");
 
     // A connection that resets halfway through its nickname.
     let mut half_nick = TcpStream::connect(c.telnet).await.expect("connecting");
@@ -209,7 +193,7 @@ async fn resets_mid_line_and_truncated_frames() {
         .expect("writing half a frame");
     reset(dev);
     let before = alice.expect_line("* tcp0 (tcp0) left").await.skipped;
-    assert_absent(&alice, &before, "truncated");
+    alice.assert_not_among(&before, "truncated");
     let _tcp0 = c.start_tcp_device("tcp0");
     alice.expect_line("* tcp0 (tcp0) joined").await;
     ask(&mut alice, "tcp0", "ping", "pong").await;
@@ -246,10 +230,10 @@ async fn resets_mid_line_and_truncated_frames() {
         serve(&mut link, &responder, None, Instant::now(), &mut stopped).await
     });
     let before = ask(&mut alice, "dev0", "ping", "pong").await;
-    assert_absent(&alice, &before, "truncated");
-    let before = sync(&mut alice, &mut bob, "after the fragments").await;
-    assert_absent(&bob, &before, "truncated");
-    assert_absent(&bob, &before, "half a li");
+    alice.assert_not_among(&before, "truncated");
+    let before = alice.say_and_wait(&mut bob, "after the fragments").await;
+    bob.assert_not_among(&before, "truncated");
+    bob.assert_not_among(&before, "half a li");
     stop.send(()).expect("the device task is running");
     device
         .await
@@ -351,7 +335,7 @@ async fn many_users_send_overlong_invalid_utf8_at_once() {
 
     for (u, (bang, ring)) in users.iter().zip(refused.iter().zip(&ring)) {
         let seen: Vec<String> = bang.skipped.iter().chain(&ring.skipped).cloned().collect();
-        assert_absent(u, &seen, "LONGLINE");
+        u.assert_not_among(&seen, "LONGLINE");
         assert!(
             !u.is_closed(),
             "{} was disconnected\n{}",

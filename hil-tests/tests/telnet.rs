@@ -1,15 +1,7 @@
 //! What real telnet clients send: option negotiation, either line ending, over-long lines,
 //! bytes that are not UTF-8. None of it may hurt the sender, the others, or the processes.
 
-use hil::harness::{nickname_prompt, Cluster, Matcher, TelnetUser};
-
-/// `from` says `text`; `to` reads up to it and returns the lines before it.
-async fn sync(from: &mut TelnetUser, to: &mut TelnetUser, text: &str) -> Vec<String> {
-    from.send_line(text).await;
-    to.expect_line(format!("{}: {text}", from.tag()))
-        .await
-        .skipped
-}
+use hil::harness::{nickname_prompt, Cluster, Matcher};
 
 #[tokio::test]
 async fn telnet_negotiation_is_stripped() {
@@ -64,13 +56,13 @@ async fn an_overlong_line_is_refused_and_the_connection_carries_on() {
     alice.send_raw(&long).await;
     alice.expect_line(Matcher::starts_with("!")).await;
 
-    let before = sync(&mut alice, &mut bob, "still here").await;
+    let before = alice.say_and_wait(&mut bob, "still here").await;
     assert!(
         before.iter().all(|l| !l.contains("xxxxxxxx")),
         "bob got (part of) the refused line\n{}",
         bob.history()
     );
-    sync(&mut bob, &mut alice, "me too").await;
+    bob.say_and_wait(&mut alice, "me too").await;
     c.assert_alive();
 }
 
@@ -96,6 +88,6 @@ async fn invalid_utf8_crashes_nothing() {
         .await;
 
     c.assert_alive();
-    sync(&mut alice, &mut bob, "still chatting").await;
-    sync(&mut bob, &mut alice, "yes we are").await;
+    alice.say_and_wait(&mut bob, "still chatting").await;
+    bob.say_and_wait(&mut alice, "yes we are").await;
 }

@@ -3,12 +3,7 @@
 
 use std::time::Duration;
 
-use hil::harness::{nickname_prompt, Cluster, ClusterOptions, TelnetUser};
-
-async fn sync(from: &mut TelnetUser, to: &mut TelnetUser, text: &str) {
-    from.send_line(text).await;
-    to.expect_line(format!("{}: {text}", from.tag())).await;
-}
+use hil::harness::{nickname_prompt, Cluster, ClusterOptions};
 
 #[tokio::test]
 async fn a_second_worker_on_the_same_data_dir_fails_clearly() {
@@ -35,7 +30,9 @@ async fn a_second_worker_on_the_same_data_dir_fails_clearly() {
     );
 
     c.assert_alive();
-    sync(&mut alice, &mut bob, "first worker still here").await;
+    alice
+        .say_and_wait(&mut bob, "first worker still here")
+        .await;
 }
 
 #[tokio::test]
@@ -43,13 +40,13 @@ async fn users_stay_connected_across_a_worker_restart() {
     let mut c = Cluster::start().await;
     let mut alice = c.user("alice").await;
     let mut bob = c.user("bob").await;
-    sync(&mut alice, &mut bob, "before").await;
+    alice.say_and_wait(&mut bob, "before").await;
 
     c.kill_worker().await;
     c.start_worker().await; // returns once the new worker greets a new connection
 
-    sync(&mut alice, &mut bob, "after the restart").await;
-    sync(&mut bob, &mut alice, "heard you").await;
+    alice.say_and_wait(&mut bob, "after the restart").await;
+    bob.say_and_wait(&mut alice, "heard you").await;
     bob.send_line(&format!("{}:private after restart", alice.uid()))
         .await;
     alice

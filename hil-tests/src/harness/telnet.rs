@@ -268,6 +268,27 @@ impl TelnetUser {
         }
     }
 
+    /// Says `text` to everyone and waits until `to` hears it as `NICK (UID): text`; returns
+    /// the lines `to` read before it. A later message on the same path proves an earlier one
+    /// did not arrive, without sleeping (see [`TelnetUser::assert_not_among`]).
+    pub async fn say_and_wait(&mut self, to: &mut TelnetUser, text: &str) -> Vec<String> {
+        self.send_line(text).await;
+        to.expect_line(format!("{}: {text}", self.tag()))
+            .await
+            .skipped
+    }
+
+    /// Panics if any of `lines`, read by this user, contains `needle`.
+    pub fn assert_not_among(&self, lines: &[String], needle: &str) {
+        if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+            panic!(
+                "{} got {l:?}, which should not reach them\n{}",
+                self.name,
+                self.history()
+            );
+        }
+    }
+
     /// Like [`TelnetUser::expect_line`], but also accepts a prompt: text without a line end
     /// that matches once nothing more arrives for a moment.
     pub async fn expect_prompt(&mut self, m: impl Into<Matcher>) -> Found {

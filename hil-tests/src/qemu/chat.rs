@@ -135,16 +135,6 @@ pub async fn ping_until_pong(user: &mut TelnetUser, dev: &str) {
     );
 }
 
-pub fn assert_absent(user: &TelnetUser, lines: &[String], needle: &str) {
-    if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
-        panic!(
-            "{} got {l:?}, which should not reach them\n{}",
-            user.name,
-            user.history()
-        );
-    }
-}
-
 /// The number after `label ` in an `info` reply (`... errors 3 ...`).
 pub fn counter(info: &str, label: &str) -> u64 {
     let after = info
