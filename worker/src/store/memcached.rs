@@ -348,19 +348,7 @@ impl Store for MemcachedStore {
     ) -> Result<DeviceRecord, StoreError> {
         let key = self.key(format_args!("device:{}", escape(id)));
         let stored = self.update(&key, |old: Option<&DeviceRecord>| {
-            Some(match old {
-                Some(record) => DeviceRecord {
-                    firmware: firmware.to_string(),
-                    last_seen: now,
-                    ..record.clone()
-                },
-                None => DeviceRecord {
-                    firmware: firmware.to_string(),
-                    first_seen: now,
-                    last_seen: now,
-                    telemetry: Default::default(),
-                },
-            })
+            Some(DeviceRecord::after_hello(old, firmware, now))
         })?;
         // Every hello checks the index, so an index lost to eviction refills itself.
         let index = self.key(format_args!("devices"));
@@ -386,10 +374,7 @@ impl Store for MemcachedStore {
         let key = self.key(format_args!("device:{}", escape(id)));
         let stored = self.update(&key, |old: Option<&DeviceRecord>| {
             let mut record = old?.clone();
-            record.last_seen = now;
-            if let Some((name, value)) = telemetry {
-                record.telemetry.insert(name.to_string(), value);
-            }
+            record.touch(now, telemetry);
             Some(record)
         })?;
         Ok(stored.is_some())

@@ -50,6 +50,36 @@ pub struct DeviceRecord {
     pub telemetry: BTreeMap<String, i64>,
 }
 
+impl DeviceRecord {
+    /// The record after a `Hello` with `firmware` at `now`: a new device's first record, or
+    /// the old one with its firmware and last-seen updated. The one rule every backend's
+    /// `upsert_device` stores.
+    pub fn after_hello(old: Option<&DeviceRecord>, firmware: &str, now: u64) -> DeviceRecord {
+        match old {
+            Some(record) => DeviceRecord {
+                firmware: firmware.to_string(),
+                last_seen: now,
+                ..record.clone()
+            },
+            None => DeviceRecord {
+                firmware: firmware.to_string(),
+                first_seen: now,
+                last_seen: now,
+                telemetry: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Marks the device seen at `now`, keeping a telemetry value if one came; what every
+    /// backend's `touch_device` stores.
+    pub fn touch(&mut self, now: u64, telemetry: Option<(&str, i64)>) {
+        self.last_seen = now;
+        if let Some((name, value)) = telemetry {
+            self.telemetry.insert(name.to_string(), value);
+        }
+    }
+}
+
 /// A chat message waiting for a device to come back.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct OfflineMessage {

@@ -183,19 +183,7 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<DeviceRecord, StoreError> {
         let stored = self.update_device(id, |old| {
-            Some(match old {
-                Some(record) => DeviceRecord {
-                    firmware: firmware.to_string(),
-                    last_seen: now,
-                    ..record
-                },
-                None => DeviceRecord {
-                    firmware: firmware.to_string(),
-                    first_seen: now,
-                    last_seen: now,
-                    telemetry: Default::default(),
-                },
-            })
+            Some(DeviceRecord::after_hello(old.as_ref(), firmware, now))
         })?;
         // update_device returns what the closure stored, and it always stores a record.
         stored.ok_or_else(|| {
@@ -213,10 +201,7 @@ impl Store for SledStore {
         self.update_device(id, |old| {
             let mut record = old?;
             known = true;
-            record.last_seen = now;
-            if let Some((name, value)) = telemetry {
-                record.telemetry.insert(name.to_string(), value);
-            }
+            record.touch(now, telemetry);
             Some(record)
         })?;
         Ok(known)
