@@ -47,11 +47,7 @@ async fn two_users_and_a_pty_device() {
     alice.assert_not_among(&before, "pong");
 
     // Device answers are private: bob never saw alice's.
-    alice.send_line("done").await;
-    let before = bob
-        .expect_line(format!("{}: done", alice.tag()))
-        .await
-        .skipped;
+    let before = alice.say_and_wait(&mut bob, "done").await;
     for private in ["pong", "frobnicate", "marker", "commands:"] {
         bob.assert_not_among(&before, private);
     }

@@ -91,11 +91,7 @@ async fn uart_device_joins_and_answers_every_command() {
     alice.send_line("ping").await;
     let before = ask_exact(&mut alice, "dev1", "echo marker", "marker").await;
     alice.assert_not_among(&before, "pong");
-    alice.send_line("done").await;
-    let before = bob
-        .expect_line(format!("{}: done", alice.tag()))
-        .await
-        .skipped;
+    let before = alice.say_and_wait(&mut bob, "done").await;
     // bob read up to his own `echo` reply before: nothing since was for him.
     for private in ["pong", "led on", "frobnicate", "marker", "-> you"] {
         bob.assert_not_among(&before, private);
