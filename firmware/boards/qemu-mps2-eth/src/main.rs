@@ -13,8 +13,8 @@ mod cmdline;
 mod net;
 
 use app::{Config, Stats};
+use board_qemu_mps2::executor;
 use board_qemu_mps2::interrupt::Irq;
-use board_qemu_mps2::{cmdline as id_cmdline, executor};
 use embassy_net::{Stack, StackResources};
 use lan9118::Lan9118;
 use static_cell::StaticCell;
@@ -37,16 +37,7 @@ static STATS: Stats = Stats::new();
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        panic!("core peripherals taken before main");
-    };
-    board_qemu_mps2::init(core.SYST);
-    static CONFIG: StaticCell<Config> = StaticCell::new();
-    let config = CONFIG.init(Config {
-        device_id: id_cmdline::device_id(DEFAULT_ID),
-        firmware: FIRMWARE,
-        telemetry_every: Config::DEFAULT_TELEMETRY_EVERY,
-    });
+    let config = board_qemu_mps2::boot(DEFAULT_ID, FIRMWARE);
     let port = cmdline::gateway_port(DEFAULT_PORT);
     let id_hash = fnv1a(config.device_id.as_bytes());
     let mac = local_mac(id_hash);

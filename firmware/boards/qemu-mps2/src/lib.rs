@@ -1,7 +1,7 @@
 //! Board support for QEMU's mps2-an385 (Cortex-M3, 25 MHz), shared by the binaries that run
 //! on it (the app over UART0 here, the Ethernet variant elsewhere):
 //!
-//! - [`init`]: bring-up (stack paint, SysTick time driver).
+//! - [`boot`]: bring-up (stack paint, SysTick time driver) and the app's configuration.
 //! - [`executor::run`]: the WFI-sleeping executor.
 //! - [`uart::Uart0`]: interrupt-driven UART0 as `embedded_io_async::{Read, Write}`.
 //! - [`interrupt::Irq`] and the vector table; handlers are weak symbols to override.
@@ -25,9 +25,19 @@ use defmt_semihosting as _;
 /// Firmware version as reported in Hello: the crate version and the board.
 pub const FIRMWARE: &str = concat!(env!("CARGO_PKG_VERSION"), "+qemu-mps2");
 
-/// Board bring-up; call first in `main`, with SysTick from `cortex_m::Peripherals::take()`.
-/// Paints the stack (for `info`'s free-stack figure) and starts the time driver on SysTick.
-pub fn init(syst: cortex_m::peripheral::SYST) {
+/// Board bring-up, the same for every mps2 binary; call first in `main`, once. Paints the
+/// stack (for `info`'s free-stack figure), starts the time driver on SysTick, and returns the
+/// app's configuration with the device id from the QEMU command line (else `default_id`).
+pub fn boot(default_id: &'static str, firmware: &'static str) -> &'static app::Config {
+    static CONFIG: static_cell::StaticCell<app::Config> = static_cell::StaticCell::new();
+    let Some(core) = cortex_m::Peripherals::take() else {
+        panic!("core peripherals taken before main");
+    };
     stack::paint();
-    time_driver::init(syst);
+    time_driver::init(core.SYST);
+    CONFIG.init(app::Config {
+        device_id: cmdline::device_id(default_id),
+        firmware,
+        telemetry_every: app::Config::DEFAULT_TELEMETRY_EVERY,
+    })
 }

@@ -4,9 +4,8 @@
 #![no_main]
 
 use app::{Config, LinkError, Stats};
-use board_qemu_mps2::{board::Mps2, cmdline, executor, uart, FIRMWARE};
+use board_qemu_mps2::{board::Mps2, executor, uart, FIRMWARE};
 use embassy_time::{Duration, Timer};
-use static_cell::StaticCell;
 
 /// Device id when the command line names none.
 const DEFAULT_ID: &str = match option_env!("SWITCHBOARD_DEVICE_ID") {
@@ -18,16 +17,7 @@ static STATS: Stats = Stats::new();
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    let Some(core) = cortex_m::Peripherals::take() else {
-        panic!("core peripherals taken before main");
-    };
-    board_qemu_mps2::init(core.SYST);
-    static CONFIG: StaticCell<Config> = StaticCell::new();
-    let config = CONFIG.init(Config {
-        device_id: cmdline::device_id(DEFAULT_ID),
-        firmware: FIRMWARE,
-        telemetry_every: Config::DEFAULT_TELEMETRY_EVERY,
-    });
+    let config = board_qemu_mps2::boot(DEFAULT_ID, FIRMWARE);
     let Some(uart) = uart::Uart0::take() else {
         panic!("UART0 taken twice");
     };
