@@ -107,6 +107,11 @@ impl Delivery {
         self.pending.len()
     }
 
+    /// Every worker link's handle, leaving ones included.
+    pub(crate) fn handles(&self) -> impl Iterator<Item = &WorkerHandle> {
+        self.links.iter().map(|l| &l.handle)
+    }
+
     /// The handle of worker link `link`, to reply on it.
     pub(crate) fn handle(&self, link: u64) -> Option<&WorkerHandle> {
         self.links
@@ -384,7 +389,7 @@ mod tests {
     fn next(rx: &mut mpsc::Receiver<LinkOut>) -> Option<(u64, Event)> {
         match rx.try_recv().ok()? {
             LinkOut::Event { id, event } => Some((id, (*event).clone())),
-            LinkOut::Reply { .. } => None,
+            LinkOut::Reply { .. } | LinkOut::Routes { .. } => None,
         }
     }
 

@@ -2,11 +2,13 @@
 //! uid -> connections, group -> connections, and each connection's uid, groups and session.
 //!
 //! Every lookup a command needs is a map access, never a scan of all clients. Sessions are
-//! bounded here. Sending, events and workers are the router's business, not this module's.
+//! bounded here. It also notes each [`RouteChange`] (a uid's or group's first connection
+//! here, its last one gone) for the router to publish to the workers' routing tables.
+//! Sending, events and workers are the router's business, not this module's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use protocol::link::{ClientId, ClientKind, Session};
+use protocol::link::{ClientId, ClientKind, RouteChange, Session};
 
 use crate::connection::ClientHandle;
 
@@ -52,6 +54,9 @@ pub struct Registry {
     uids: HashMap<String, BTreeSet<ClientId>>,
     groups: HashMap<String, BTreeSet<ClientId>>,
     telnet: u64,
+    /// Route changes not yet published, oldest first. Bounded by the work done between two
+    /// publications (the router publishes after every batch of messages it handles).
+    changes: Vec<RouteChange>,
 }
 
 fn session_bytes(session: &Session) -> usize {
@@ -66,14 +71,23 @@ fn check_session(session: &Session) -> Result<(), SessionError> {
     Ok(())
 }
 
-/// Removes `id` from the set at `key`, and the set itself when it empties.
-fn unindex(map: &mut HashMap<String, BTreeSet<ClientId>>, key: &str, id: ClientId) {
+/// Removes `id` from the set at `key`, and the set itself when it empties; `true` then.
+fn unindex(map: &mut HashMap<String, BTreeSet<ClientId>>, key: &str, id: ClientId) -> bool {
     if let Some(set) = map.get_mut(key) {
         set.remove(&id);
         if set.is_empty() {
             map.remove(key);
+            return true;
         }
     }
+    false
+}
+
+/// Adds `id` to the set at `key`; `true` if the set is new.
+fn index(map: &mut HashMap<String, BTreeSet<ClientId>>, key: String, id: ClientId) -> bool {
+    let set = map.entry(key).or_default();
+    set.insert(id);
+    set.len() == 1
 }
 
 impl Registry {
@@ -98,10 +112,10 @@ impl Registry {
             self.telnet -= 1;
         }
         if let Some(uid) = &client.uid {
-            unindex(&mut self.uids, uid, id);
+            self.unindex_uid(uid, id);
         }
         for group in &client.groups {
-            unindex(&mut self.groups, group, id);
+            self.unindex_group(group, id);
         }
         Some(client)
     }
@@ -151,11 +165,16 @@ impl Registry {
         let Some(client) = self.clients.get_mut(&id) else {
             return false;
         };
-        if let Some(old) = client.uid.take() {
-            unindex(&mut self.uids, &old, id);
+        if client.uid.as_deref() == Some(uid.as_str()) {
+            return true;
         }
-        self.uids.entry(uid.clone()).or_default().insert(id);
-        client.uid = Some(uid);
+        let old = client.uid.replace(uid.clone());
+        if let Some(old) = old {
+            self.unindex_uid(&old, id);
+        }
+        if index(&mut self.uids, uid.clone(), id) {
+            self.changes.push(RouteChange::UidUp(uid));
+        }
         true
     }
 
@@ -168,7 +187,7 @@ impl Registry {
             return false;
         }
         client.uid = None;
-        unindex(&mut self.uids, uid, id);
+        self.unindex_uid(uid, id);
         true
     }
 
@@ -177,8 +196,8 @@ impl Registry {
         let Some(client) = self.clients.get_mut(&id) else {
             return false;
         };
-        if client.groups.insert(group.clone()) {
-            self.groups.entry(group).or_default().insert(id);
+        if client.groups.insert(group.clone()) && index(&mut self.groups, group.clone(), id) {
+            self.changes.push(RouteChange::GroupUp(group));
         }
         true
     }
@@ -189,7 +208,7 @@ impl Registry {
             return false;
         };
         if client.groups.remove(group) {
-            unindex(&mut self.groups, group, id);
+            self.unindex_group(group, id);
         }
         true
     }
@@ -199,11 +218,40 @@ impl Registry {
         let Some(members) = self.groups.remove(group) else {
             return;
         };
+        self.changes.push(RouteChange::GroupDown(group.to_owned()));
         for id in members {
             if let Some(client) = self.clients.get_mut(&id) {
                 client.groups.remove(group);
             }
         }
+    }
+
+    fn unindex_uid(&mut self, uid: &str, id: ClientId) {
+        if unindex(&mut self.uids, uid, id) {
+            self.changes.push(RouteChange::UidDown(uid.to_owned()));
+        }
+    }
+
+    fn unindex_group(&mut self, group: &str, id: ClientId) {
+        if unindex(&mut self.groups, group, id) {
+            self.changes.push(RouteChange::GroupDown(group.to_owned()));
+        }
+    }
+
+    /// The route changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<RouteChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Whether route changes wait to be published.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Every uid and group held here, as the changes that build a table from nothing.
+    pub fn snapshot(&self) -> impl Iterator<Item = RouteChange> + '_ {
+        let uids = self.uids.keys().cloned().map(RouteChange::UidUp);
+        uids.chain(self.groups.keys().cloned().map(RouteChange::GroupUp))
     }
 
     /// Replaces a session, unless the new one is over the limits.
@@ -285,6 +333,45 @@ mod tests {
             !reg.bind_uid(a, "late".into()),
             "a closed client cannot be bound"
         );
+    }
+
+    #[test]
+    fn route_changes_mark_a_uids_and_a_groups_first_and_last_connection() {
+        use RouteChange::*;
+        let (a, b) = (ClientId::new(1, 1), ClientId::new(1, 2));
+        let mut reg = registry_with(&[1, 2]);
+        reg.bind_uid(a, "u".into());
+        reg.bind_uid(a, "u".into());
+        reg.bind_uid(b, "u".into());
+        reg.join(a, "g".into());
+        reg.join(b, "g".into());
+        assert_eq!(
+            reg.take_changes(),
+            [UidUp("u".into()), GroupUp("g".into())],
+            "only the first connection of a uid or group is news"
+        );
+        let mut table: Vec<_> = reg.snapshot().collect();
+        table.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(table, [GroupUp("g".into()), UidUp("u".into())]);
+        reg.remove(a);
+        assert!(!reg.has_changes(), "b still holds u and g");
+        reg.bind_uid(b, "v".into());
+        reg.leave(b, "g");
+        reg.join(b, "h".into());
+        reg.ungroup("h");
+        reg.remove(b);
+        assert_eq!(
+            reg.take_changes(),
+            [
+                UidDown("u".into()),
+                UidUp("v".into()),
+                GroupDown("g".into()),
+                GroupUp("h".into()),
+                GroupDown("h".into()),
+                UidDown("v".into()),
+            ]
+        );
+        assert_eq!(reg.snapshot().count(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::link::{ClientId, ClientKind, Event, Inbound, Reply};
+use protocol::link::{ClientId, ClientKind, Event, Inbound, Reply, RouteChange};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,13 @@ pub enum LinkOut {
         /// The answer.
         reply: Reply,
     },
+    /// Route changes for the worker's table; one batch shared by every link.
+    Routes {
+        /// The changes, oldest first.
+        changes: Arc<Vec<RouteChange>>,
+        /// Whether the worker's table is complete after these.
+        synced: bool,
+    },
 }
 
 /// The router's way to reach one worker link.
@@ -123,6 +130,9 @@ const RETRY_PENDING: Duration = Duration::from_millis(50);
 /// Messages handled back to back before held events are retried, so a burst of acks costs
 /// one pass over the held events, not one each.
 const BATCH: usize = 256;
+/// Route changes per message of a table snapshot: a 19k-user gateway's table goes in five
+/// messages of ~50 KB rather than one that holds up the link's events.
+const SNAPSHOT_CHUNK: usize = 4096;
 
 /// The router's state.
 pub struct Router {
@@ -163,6 +173,7 @@ impl Router {
                                 Err(_) => break,
                             }
                         }
+                        self.publish_routes();
                         self.delivery.drain_if_dirty();
                     }
                     None => break,
@@ -222,6 +233,10 @@ impl Router {
             }
             RouterMsg::WorkerUp(worker) => {
                 tracing::info!(link = worker.link, worker = %worker.name, held = self.delivery.held(), "worker connected");
+                // The others hear of the changes so far; the newcomer gets the table as it
+                // is now, then only later changes.
+                self.publish_routes();
+                self.send_table(&worker);
                 self.delivery.link_up(worker);
             }
             RouterMsg::WorkerDown { link } => {
@@ -259,6 +274,37 @@ impl Router {
         }
     }
 
+    /// Sends the route changes noted since the last call to every worker link.
+    pub(crate) fn publish_routes(&mut self) {
+        if !self.registry.has_changes() {
+            return;
+        }
+        let changes = Arc::new(self.registry.take_changes());
+        for worker in self.delivery.handles() {
+            let routes = LinkOut::Routes {
+                changes: changes.clone(),
+                synced: true,
+            };
+            queue_or_kill(worker, routes);
+        }
+    }
+
+    /// Sends a new worker the whole route table, in chunks, the last one marked synced.
+    fn send_table(&self, worker: &WorkerHandle) {
+        let mut table = self.registry.snapshot().peekable();
+        loop {
+            let changes: Vec<RouteChange> = table.by_ref().take(SNAPSHOT_CHUNK).collect();
+            let synced = table.peek().is_none();
+            let routes = LinkOut::Routes {
+                changes: Arc::new(changes),
+                synced,
+            };
+            if !queue_or_kill(worker, routes) || synced {
+                return;
+            }
+        }
+    }
+
     /// Queues a reply on `link`. A worker that cannot take it is hopelessly behind (or
     /// gone): its link is closed so it reconnects instead of waiting forever.
     fn reply(&mut self, link: u64, id: u64, reply: Reply) {
@@ -266,16 +312,32 @@ impl Router {
         let Some(worker) = self.delivery.handle(link).or_else(monitor) else {
             return;
         };
-        if let Err(TrySendError::Full(_)) = worker.tx.try_send(LinkOut::Reply { id, reply }) {
-            tracing::warn!(link, "worker link queue full, closing the link");
-            worker.kill.cancel();
-        }
+        queue_or_kill(worker, LinkOut::Reply { id, reply });
     }
 
     /// Open connections by kind: (telnet, devices).
     pub(crate) fn client_counts(&self) -> (u64, u64) {
         let telnet = self.registry.telnet_count();
         (telnet, self.registry.len() as u64 - telnet)
+    }
+}
+
+/// Queues a reply or route changes on a worker link. A worker that cannot take them is
+/// hopelessly behind (or gone): its link is closed so it relinks, and gets a fresh route
+/// table, instead of waiting forever or keeping a table that missed a change. Returns
+/// whether it was queued.
+fn queue_or_kill(worker: &WorkerHandle, routes: LinkOut) -> bool {
+    match worker.tx.try_send(routes) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            tracing::warn!(
+                link = worker.link,
+                "worker link queue full, closing the link"
+            );
+            worker.kill.cancel();
+            false
+        }
+        Err(TrySendError::Closed(_)) => false,
     }
 }
 

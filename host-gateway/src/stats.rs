@@ -23,6 +23,10 @@ pub struct Counters {
     pub input_errors: AtomicU64,
     /// Messages not delivered: full queues, no worker, a closed client, the wrong client kind.
     pub dropped: AtomicU64,
+    /// Messages read from worker links (not monitors): commands, queries, acks.
+    pub link_in: AtomicU64,
+    /// Messages written to worker links (not monitors): events, replies, route updates.
+    pub link_out: AtomicU64,
 }
 
 impl Default for Counters {
@@ -34,6 +38,8 @@ impl Default for Counters {
             messages_out: AtomicU64::new(0),
             input_errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            link_in: AtomicU64::new(0),
+            link_out: AtomicU64::new(0),
         }
     }
 }
@@ -55,6 +61,8 @@ impl Counters {
             messages_out: get(&self.messages_out),
             input_errors: get(&self.input_errors),
             dropped: get(&self.dropped),
+            link_in: get(&self.link_in),
+            link_out: get(&self.link_out),
             ..GatewayStats::default()
         }
     }

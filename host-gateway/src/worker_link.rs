@@ -4,6 +4,7 @@
 //! clients. Acks and `Leaving` go to the router in order with the commands, so an ack is
 //! seen after the commands it covers; ids, acks and redelivery are `delivery.rs`'s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::router::{LinkOut, RouterMsg, WorkerHandle};
 use crate::server::Context;
+use crate::stats::{bump, Counters};
 
 /// Time a worker has to say Hello; a silent peer is not a worker.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,9 +70,11 @@ pub async fn serve(ctx: Context, stream: TcpStream, link: u64) {
         return;
     }
     let (sink, stream) = framed.split();
+    // A monitor's queries are not traffic: only worker links count in `link_in`/`link_out`.
+    let traffic = (!monitor).then(|| ctx.counters.clone());
     let reason = tokio::select! {
-        reason = read_loop(stream, link, &ctx) => reason,
-        reason = write_loop(sink, rx) => reason,
+        reason = read_loop(stream, link, &ctx, traffic.clone()) => reason,
+        reason = write_loop(sink, rx, traffic) => reason,
         _ = kill.cancelled() => "too far behind".to_owned(),
         _ = ctx.shutdown.cancelled() => "gateway shutting down".to_owned(),
     };
@@ -137,6 +141,7 @@ async fn read_loop(
     mut stream: futures::stream::SplitStream<Link>,
     link: u64,
     ctx: &Context,
+    counters: Option<Arc<Counters>>,
 ) -> String {
     loop {
         let bytes = match stream.next().await {
@@ -144,6 +149,9 @@ async fn read_loop(
             Some(Err(err)) => return format!("read error: {err}"),
             Some(Ok(bytes)) => bytes,
         };
+        if let Some(counters) = &counters {
+            bump(&counters.link_in);
+        }
         let msg = match postcard::from_bytes::<WorkerToGateway>(&bytes) {
             Ok(msg) => msg,
             Err(err) => return format!("undecodable message: {err}"),
@@ -167,6 +175,7 @@ async fn read_loop(
 async fn write_loop(
     mut sink: futures::stream::SplitSink<Link, Bytes>,
     mut rx: mpsc::Receiver<LinkOut>,
+    counters: Option<Arc<Counters>>,
 ) -> String {
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
@@ -177,7 +186,14 @@ async fn write_loop(
                     event: Event::clone(&event),
                 },
                 LinkOut::Reply { id, reply } => GatewayToWorker::Reply { id, reply },
+                LinkOut::Routes { changes, synced } => GatewayToWorker::Routes {
+                    changes: Vec::clone(&changes),
+                    synced,
+                },
             };
+            if let Some(counters) = &counters {
+                bump(&counters.link_out);
+            }
             let bytes = match postcard::to_allocvec(&msg) {
                 Ok(bytes) => bytes,
                 Err(err) => return format!("cannot encode: {err}"),

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::*;
 use protocol::link::{ClientId, ClientKind, Command, Event, Outbound, Query, Reply, Session};
@@ -404,5 +405,57 @@ async fn queries_answer_like_gatewayworker() {
         worker.query(Query::ClientCount(Some("g".into()))).await,
         Reply::Count(0)
     );
+    gw.stop().await;
+}
+
+/// Every worker's routing table follows the gateway: the whole table when it links, then
+/// each uid's and group's first connection and last one gone, in order with the events.
+#[tokio::test]
+async fn route_changes_keep_every_workers_table() {
+    use protocol::link::RouteChange::*;
+    let gw = Gateway::start().await;
+    let mut first = gw.worker().await;
+    assert_eq!(first.routes().await, (vec![], true), "empty table, synced");
+    let _a = gw.telnet().await;
+    let ida = first.connected(ClientKind::Telnet).await;
+    let b = gw.telnet().await;
+    let idb = first.connected(ClientKind::Telnet).await;
+    for (client, uid) in [(ida, "alice"), (idb, "alice")] {
+        first
+            .command(Command::BindUid {
+                client,
+                uid: uid.into(),
+            })
+            .await;
+    }
+    first
+        .command(Command::JoinGroup {
+            client: idb,
+            group: "room".into(),
+        })
+        .await;
+    first.query(Query::UidCount).await;
+    first.no_event(Duration::from_millis(100)).await;
+    let seen: Vec<_> = first.routes.drain(..).collect();
+    assert_eq!(
+        seen,
+        [(vec![UidUp("alice".into()), GroupUp("room".into())], true)],
+        "a second connection of alice is no news"
+    );
+
+    // A worker linking now gets the table as it is.
+    let mut second = gw.worker().await;
+    let (mut table, synced) = second.routes().await;
+    table.sort_by_key(|change| format!("{change:?}"));
+    assert_eq!(table, [GroupUp("room".into()), UidUp("alice".into())]);
+    assert!(synced);
+
+    // b leaves: the room is empty here, alice still has a connection.
+    drop(b);
+    for worker in [&mut first, &mut second] {
+        let (changes, synced) = worker.routes().await;
+        assert_eq!(changes, [GroupDown("room".into())]);
+        assert!(synced);
+    }
     gw.stop().await;
 }

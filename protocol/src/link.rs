@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::{DeviceMsg, HostMsg};
 
 /// Version of the link protocol; a gateway refuses a worker that speaks another.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 /// Largest link message. A session, a `/who` reply with thousands of clients or a 4 KiB
 /// line fit easily; anything bigger is a bug or an attack, and closes the link.
 pub const MAX_LINK_FRAME: usize = 8 * 1024 * 1024;
@@ -318,6 +318,26 @@ pub struct GatewayStats {
     pub input_errors: u64,
     /// Messages not delivered: a full output queue, no worker, a closed client.
     pub dropped: u64,
+    /// Messages received from workers: commands, queries, acks.
+    pub link_in: u64,
+    /// Messages sent to workers: events, replies, route updates.
+    pub link_out: u64,
+}
+
+/// A change in what a gateway holds, for the workers' routing tables: a worker sends a
+/// uid's or a group's messages only to the gateways that hold it (GatewayWorker sends them
+/// to every gateway). Sent only on transitions: a uid's first connection on this gateway,
+/// its last one gone; a group's first member, its last one gone.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// The uid now has a connection on this gateway.
+    UidUp(String),
+    /// The uid has no connection on this gateway any more.
+    UidDown(String),
+    /// The group now has a member on this gateway.
+    GroupUp(String),
+    /// The group has no member on this gateway any more.
+    GroupDown(String),
 }
 
 /// One open connection, as listed by [`Query::Sessions`].
@@ -405,5 +425,15 @@ pub enum GatewayToWorker {
         id: u64,
         /// The answer.
         reply: Reply,
+    },
+    /// Route changes, in the order they happened. Right after `Welcome` the gateway sends
+    /// its whole table as `UidUp`/`GroupUp` changes in one or more of these, the last one
+    /// with `synced` set; every later one has `synced` set. Until then a worker must treat
+    /// the gateway as holding everything.
+    Routes {
+        /// The changes.
+        changes: Vec<RouteChange>,
+        /// The worker's table for this gateway is complete once this is applied.
+        synced: bool,
     },
 }

@@ -236,6 +236,15 @@ fn gateway_to_worker() -> Vec<GatewayToWorker> {
                 reply,
             }),
     );
+    all.push(GatewayToWorker::Routes {
+        changes: vec![
+            RouteChange::UidUp("1001".into()),
+            RouteChange::UidDown("dev0".into()),
+            RouteChange::GroupUp("users".into()),
+            RouteChange::GroupDown("devices".into()),
+        ],
+        synced: true,
+    });
     all
 }
 
@@ -275,10 +284,11 @@ fn samples_cover_every_variant() {
                 GatewayToWorker::Refused { .. } => "Refused",
                 GatewayToWorker::Event { .. } => "Event",
                 GatewayToWorker::Reply { .. } => "Reply",
+                GatewayToWorker::Routes { .. } => "Routes",
             })
             .collect(),
     );
-    assert_eq!(g2w.len(), 4);
+    assert_eq!(g2w.len(), 5);
     let events_seen = names(
         events()
             .iter()

@@ -33,6 +33,18 @@ pub enum StoreKind {
     Memcached,
 }
 
+/// Where a worker sends uid and group commands (`sendToUid`, `sendToGroup`).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Only to the gateways that hold a recipient, from the table the gateways keep every
+    /// worker up to date with.
+    #[default]
+    Targeted,
+    /// To every gateway, as GatewayWorker does: for comparison and for diagnosing the table.
+    Everywhere,
+}
+
 /// The `[worker]` section. Every key is optional; unknown keys are an error so a typo is
 /// noticed instead of silently falling back to a default.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
@@ -50,6 +62,8 @@ pub struct WorkerConfig {
     pub memcached: Vec<String>,
     /// Prefix of every memcached key.
     pub memcached_prefix: String,
+    /// Where uid and group commands go.
+    pub routing: Routing,
     /// Name the worker gives itself in the link `Hello`, for the gateways' logs. Not a file
     /// key: it comes from `--name` (default `worker-PID`).
     #[serde(skip)]
@@ -65,6 +79,7 @@ impl Default for WorkerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             memcached: vec![DEFAULT_MEMCACHED.to_string()],
             memcached_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
+            routing: Routing::Targeted,
             name: default_name(),
         }
     }

@@ -17,7 +17,7 @@ mod session;
 pub mod store;
 
 pub use chat::Chat;
-pub use config::{ConfigError, StoreKind, WorkerConfig};
+pub use config::{ConfigError, Routing, StoreKind, WorkerConfig};
 pub use gateway_api::{Gateway, GatewayError};
 pub use handler::{Context, Handler, HandlerError, HandlerResult};
 pub use runtime::{run, WorkerError};

@@ -326,6 +326,9 @@ async fn read_loop(
                 }
             }
             Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),
+            Ok(GatewayToWorker::Routes { changes, synced }) => {
+                gateway.apply_routes(id, changes, synced)
+            }
             Ok(other) => {
                 tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")
             }

@@ -24,7 +24,7 @@ use protocol::link::{Event, Inbound, Session, WorkerToGateway};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::config::WorkerConfig;
+use crate::config::{Routing, WorkerConfig};
 use crate::gateway_api::Gateway;
 use crate::handler::{Context, Handler, HandlerResult};
 use crate::link::{run_link, Delivery, LinkParams, Stop};
@@ -63,7 +63,7 @@ pub async fn run<H: Handler>(
     if config.gateways.is_empty() {
         return Err(WorkerError::NoGateways);
     }
-    let gateway = Gateway::new();
+    let gateway = Gateway::new(config.routing == Routing::Targeted);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let stop = Stop::default();
     let links: Vec<_> = config

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use gateway::{GatewayConfig, Listeners};
 use protocol::link::{
-    ClientId, ClientKind, Command, Event, GatewayToWorker, Inbound, Query, Reply, WorkerToGateway,
-    LINK_VERSION,
+    ClientId, ClientKind, Command, Event, GatewayToWorker, Inbound, Query, Reply, RouteChange,
+    WorkerToGateway, LINK_VERSION,
 };
 use protocol::{DeviceMsg, Frame, HostMsg};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -118,6 +118,8 @@ pub struct FakeWorker {
     /// Ack each event as the test takes it, like a worker that handles everything at once.
     /// Delivery tests turn it off and ack by hand.
     pub auto_ack: bool,
+    /// `Routes` messages received while waiting for something else, oldest first.
+    pub routes: Vec<(Vec<RouteChange>, bool)>,
 }
 
 impl FakeWorker {
@@ -147,6 +149,7 @@ impl FakeWorker {
             next_query: 1,
             gateway_id: 0,
             auto_ack: true,
+            routes: Vec::new(),
         };
         match worker.recv().await {
             Some(GatewayToWorker::Welcome { version, gateway }) => {
@@ -169,11 +172,37 @@ impl FakeWorker {
         self.link.send(frame).await.expect("send on link");
     }
 
-    /// The next message from the gateway, `None` when the link closed.
+    /// The next message from the gateway but route changes (kept in `routes`), `None`
+    /// when the link closed.
     pub async fn recv(&mut self) -> Option<GatewayToWorker> {
+        loop {
+            match self.recv_any().await? {
+                GatewayToWorker::Routes { changes, synced } => self.routes.push((changes, synced)),
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The next message from the gateway, whatever it is.
+    pub async fn recv_any(&mut self) -> Option<GatewayToWorker> {
         let frame = within("a link message", self.link.next()).await?;
         let bytes = frame.ok()?;
         Some(postcard::from_bytes(&bytes).expect("gateway sends valid postcard"))
+    }
+
+    /// The next `Routes` message, taking those already seen first; events that arrive
+    /// meanwhile are kept for `event`.
+    pub async fn routes(&mut self) -> (Vec<RouteChange>, bool) {
+        if !self.routes.is_empty() {
+            return self.routes.remove(0);
+        }
+        loop {
+            match self.recv_any().await {
+                Some(GatewayToWorker::Routes { changes, synced }) => return (changes, synced),
+                Some(GatewayToWorker::Event { id, event }) => self.events.push_back((id, event)),
+                other => panic!("expected route changes, got {other:?}"),
+            }
+        }
     }
 
     /// The next event, with its id; acked if `auto_ack`.
@@ -258,8 +287,16 @@ impl FakeWorker {
         if let Some(event) = self.events.pop_front() {
             panic!("unexpected event {event:?}");
         }
-        if let Ok(msg) = tokio::time::timeout(quiet, self.link.next()).await {
-            panic!("unexpected link message {msg:?}");
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(msg) = tokio::time::timeout_at(deadline, self.link.next()).await {
+            let msg = msg.and_then(|frame| frame.ok());
+            let decoded = msg.map(|bytes| postcard::from_bytes::<GatewayToWorker>(&bytes));
+            match decoded {
+                Some(Ok(GatewayToWorker::Routes { changes, synced })) => {
+                    self.routes.push((changes, synced))
+                }
+                other => panic!("unexpected link message {other:?}"),
+            }
         }
     }
 }

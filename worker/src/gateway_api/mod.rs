@@ -2,7 +2,8 @@
 //!
 //! [`Gateway`] is a cheap `Clone` handle over the links that are up. Commands are
 //! fire-and-forget: a command about one client goes to the link of the gateway in the
-//! client id's top bits; broadcasts, uid and group commands go to every linked gateway.
+//! client id's top bits; uid and group commands go to the gateways the routing table
+//! (`routes.rs`) says hold a recipient; broadcasts go to every linked gateway.
 //! Queries (in `query.rs`) go out with an id and are awaited for [`QUERY_TIMEOUT`], then
 //! aggregated across gateways (counts summed, lists concatenated, booleans or-ed).
 //!
@@ -15,12 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use protocol::link::{ClientId, Command, Outbound, Reply, Session, WorkerToGateway};
+use protocol::link::{ClientId, Command, Outbound, Reply, RouteChange, Session, WorkerToGateway};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionCache;
 
 mod query;
+mod routes;
+
+pub(crate) use routes::{Routes, Targets};
 
 /// Messages queued for one link's writer. Deep enough to absorb a burst of broadcasts
 /// (a `/who` answer is one message per participant); past it the handler waits.
@@ -79,6 +83,10 @@ struct Inner {
     next_query: AtomicU64,
     next_serial: AtomicU64,
     sessions: SessionCache,
+    /// Which gateways hold which uids and groups.
+    routes: Mutex<Routes>,
+    /// `false`: uid and group commands go to every gateway, as in GatewayWorker.
+    targeted: bool,
 }
 
 /// Handle to every linked gateway; clone it freely.
@@ -96,7 +104,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gateway {
-    pub(crate) fn new() -> Gateway {
+    /// A handle with no links yet; `targeted` turns the routing table on.
+    pub(crate) fn new(targeted: bool) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 links: RwLock::new(BTreeMap::new()),
@@ -104,6 +113,8 @@ impl Gateway {
                 next_query: AtomicU64::new(1),
                 next_serial: AtomicU64::new(1),
                 sessions: SessionCache::default(),
+                routes: Mutex::new(Routes::default()),
+                targeted,
             }),
         }
     }
@@ -119,6 +130,8 @@ impl Gateway {
     pub(crate) fn register(&self, gateway: u16, tx: mpsc::Sender<WorkerToGateway>) -> u64 {
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let mut links = self.inner.links.write().unwrap_or_else(|p| p.into_inner());
+        // The new link's gateway sends its whole table again.
+        lock(&self.inner.routes).forget(gateway);
         if links.insert(gateway, LinkTx { serial, tx }).is_some() {
             tracing::warn!(
                 gateway,
@@ -138,10 +151,16 @@ impl Gateway {
             {
                 links.remove(&gateway);
                 self.inner.sessions.forget_gateway(gateway);
+                lock(&self.inner.routes).forget(gateway);
             }
         }
         // Dropping the senders wakes the waiters with LinkClosed.
         lock(&self.inner.pending).retain(|_, pending| pending.serial != serial);
+    }
+
+    /// A gateway's route changes arrived.
+    pub(crate) fn apply_routes(&self, gateway: u16, changes: Vec<RouteChange>, synced: bool) {
+        lock(&self.inner.routes).apply(gateway, changes, synced);
     }
 
     /// A reply arrived; hands it to the query waiting for it, if it still waits.
@@ -186,8 +205,55 @@ impl Gateway {
 
     /// Sends to every linked gateway; tries them all and reports the first failure.
     async fn command_all(&self, command: Command) -> Result<(), GatewayError> {
+        self.command_each(self.links(), command).await
+    }
+
+    /// Sends to the `targets` among the linked gateways.
+    async fn command_targets(
+        &self,
+        targets: Targets,
+        command: Command,
+    ) -> Result<(), GatewayError> {
+        match targets {
+            Targets::All => self.command_all(command).await,
+            Targets::Some(ids) => {
+                let mut links = self.links();
+                links.retain(|(id, _)| ids.contains(id));
+                self.command_each(links, command).await
+            }
+        }
+    }
+
+    /// Where a command for `uids` goes.
+    fn uid_targets<'a>(&self, uids: impl IntoIterator<Item = &'a str>) -> Targets {
+        if !self.inner.targeted {
+            return Targets::All;
+        }
+        let linked = self.linked_gateways();
+        lock(&self.inner.routes).for_uids(uids, &linked)
+    }
+
+    /// Where a command for `groups` goes.
+    fn group_targets<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Targets {
+        if !self.inner.targeted {
+            return Targets::All;
+        }
+        let linked = self.linked_gateways();
+        lock(&self.inner.routes).for_groups(groups, &linked)
+    }
+
+    /// Whether the routing table knows a gateway holding `uid` (false: ask the gateways).
+    fn uid_known(&self, uid: &str) -> bool {
+        self.inner.targeted && lock(&self.inner.routes).uid_known(uid)
+    }
+
+    /// Sends to each of `links`; tries them all and reports the first failure.
+    async fn command_each(
+        &self,
+        links: Vec<(u16, LinkTx)>,
+        command: Command,
+    ) -> Result<(), GatewayError> {
         let mut result = Ok(());
-        let links = self.links();
         let last = links.len().saturating_sub(1);
         let mut command = Some(command);
         for (i, (gateway, link)) in links.into_iter().enumerate() {
@@ -234,10 +300,12 @@ impl Gateway {
         self.send_to_uids(&[uid], body).await
     }
 
-    /// `sendToUid` for several uids.
+    /// `sendToUid` for several uids: only to the gateways that hold one of them.
     pub async fn send_to_uids(&self, uids: &[&str], body: Outbound) -> Result<(), GatewayError> {
+        let targets = self.uid_targets(uids.iter().copied());
         let uids = uids.iter().map(|uid| uid.to_string()).collect();
-        self.command_all(Command::SendToUid { uids, body }).await
+        self.command_targets(targets, Command::SendToUid { uids, body })
+            .await
     }
 
     /// `sendToGroup` for one group, except the `exclude`d connections.
@@ -250,19 +318,24 @@ impl Gateway {
         self.send_to_groups(&[group], body, exclude).await
     }
 
-    /// `sendToGroup` for several groups (a member of two gets it once).
+    /// `sendToGroup` for several groups (a member of two gets it once), only to the
+    /// gateways that hold a member.
     pub async fn send_to_groups(
         &self,
         groups: &[&str],
         body: Outbound,
         exclude: &[ClientId],
     ) -> Result<(), GatewayError> {
+        let targets = self.group_targets(groups.iter().copied());
         let groups = groups.iter().map(|group| group.to_string()).collect();
-        self.command_all(Command::SendToGroup {
-            groups,
-            body,
-            exclude: exclude.to_vec(),
-        })
+        self.command_targets(
+            targets,
+            Command::SendToGroup {
+                groups,
+                body,
+                exclude: exclude.to_vec(),
+            },
+        )
         .await
     }
 
@@ -292,6 +365,7 @@ impl Gateway {
 
     /// `joinGroup`.
     pub async fn join_group(&self, client: ClientId, group: &str) -> Result<(), GatewayError> {
+        lock(&self.inner.routes).joined(group, client.gateway());
         self.command_to(
             client.gateway(),
             Command::JoinGroup {

@@ -78,8 +78,12 @@ impl Gateway {
         )
     }
 
-    /// `isUidOnline`: is any connection, on any gateway, bound to `uid`?
+    /// `isUidOnline`: is any connection, on any gateway, bound to `uid`? Answered from the
+    /// routing table when it knows a gateway holding `uid`; a "no" is always the gateways'.
     pub async fn is_uid_online(&self, uid: &str) -> Result<bool, GatewayError> {
+        if self.uid_known(uid) {
+            return Ok(true);
+        }
         let replies = self.ask_all(Query::IsUidOnline(uid.to_string())).await?;
         let mut online = false;
         for (gateway, reply) in replies {
@@ -301,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn queries_are_aggregated_across_gateways() {
-        let gateway = Gateway::new();
+        let gateway = Gateway::new(true);
         fake_link(&gateway, 1, |q| match q {
             Query::ClientCount(_) => Some(Reply::Count(2)),
             Query::IsUidOnline(_) => Some(Reply::Bool(false)),
@@ -322,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_on_an_unlinked_gateway_is_a_typed_error() {
-        let gateway = Gateway::new();
+        let gateway = Gateway::new(true);
         let err = gateway
             .send_to_client(ClientId::new(9, 1), Outbound::Line("x".into()))
             .await
@@ -338,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_reply_kind_is_reported() {
-        let gateway = Gateway::new();
+        let gateway = Gateway::new(true);
         fake_link(&gateway, 1, |_| Some(Reply::Bool(true)));
         let err = gateway.client_count().await.unwrap_err();
         assert!(
@@ -349,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_going_down_fails_its_pending_queries_at_once() {
-        let gateway = Gateway::new();
+        let gateway = Gateway::new(true);
         let (tx, mut rx) = mpsc::channel(4);
         let serial = gateway.register(1, tx);
         let asking = tokio::spawn({
@@ -373,7 +377,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_query_times_out() {
-        let gateway = Gateway::new();
+        let gateway = Gateway::new(true);
         fake_link(&gateway, 1, |_| None);
         let err = gateway.is_online(ClientId::new(1, 5)).await.unwrap_err();
         assert!(

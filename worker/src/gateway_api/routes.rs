@@ -1,0 +1,169 @@
+//! The worker's routing table: which linked gateways hold which uids and groups, fed by
+//! each gateway's `Routes` messages, so a uid or group command goes only to the gateways
+//! that hold a recipient instead of to every gateway (GatewayWorker's way).
+//!
+//! The table only ever narrows a fan-out when it knows better. A gateway whose table has
+//! not arrived yet (just linked) counts as holding everything. A uid no gateway is known to
+//! hold is sent to every gateway, and asked of every gateway by `is_uid_online`: a bind
+//! made a moment ago by another worker may not have reached us yet, and a private message
+//! must not be lost to that. Groups take this worker's own joins at once (the gateway's
+//! confirmation follows), so a join followed by a send to the group reaches the new member.
+
+use std::collections::{BTreeSet, HashMap};
+
+use protocol::link::RouteChange;
+
+/// Where a uid or group command should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Targets {
+    /// Every linked gateway.
+    All,
+    /// These gateways (maybe none).
+    Some(BTreeSet<u16>),
+}
+
+/// The table; one per worker, behind the gateway API's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    uids: HashMap<String, BTreeSet<u16>>,
+    groups: HashMap<String, BTreeSet<u16>>,
+    /// Gateways whose whole table has arrived.
+    synced: BTreeSet<u16>,
+}
+
+fn add(map: &mut HashMap<String, BTreeSet<u16>>, key: String, gateway: u16) {
+    map.entry(key).or_default().insert(gateway);
+}
+
+fn remove(map: &mut HashMap<String, BTreeSet<u16>>, key: &str, gateway: u16) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&gateway);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Routes {
+    /// Applies a `Routes` message from `gateway`.
+    pub(crate) fn apply(&mut self, gateway: u16, changes: Vec<RouteChange>, synced: bool) {
+        for change in changes {
+            match change {
+                RouteChange::UidUp(uid) => add(&mut self.uids, uid, gateway),
+                RouteChange::UidDown(uid) => remove(&mut self.uids, &uid, gateway),
+                RouteChange::GroupUp(group) => add(&mut self.groups, group, gateway),
+                RouteChange::GroupDown(group) => remove(&mut self.groups, &group, gateway),
+            }
+        }
+        if synced {
+            self.synced.insert(gateway);
+        }
+    }
+
+    /// Forgets everything about `gateway` (its link went down, or a new link to it starts
+    /// over with a fresh table).
+    pub(crate) fn forget(&mut self, gateway: u16) {
+        self.synced.remove(&gateway);
+        for map in [&mut self.uids, &mut self.groups] {
+            map.retain(|_, set| {
+                set.remove(&gateway);
+                !set.is_empty()
+            });
+        }
+    }
+
+    /// This worker made `gateway` add a member to `group`.
+    pub(crate) fn joined(&mut self, group: &str, gateway: u16) {
+        add(&mut self.groups, group.to_owned(), gateway);
+    }
+
+    /// Whether a gateway is known to hold `uid` (a linked one: the caller checks).
+    pub(crate) fn uid_known(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
+    }
+
+    /// Where a command for `uids` goes among the `linked` gateways.
+    pub(crate) fn for_uids<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a str>,
+        linked: &[u16],
+    ) -> Targets {
+        let mut targets = self.unsynced(linked);
+        for uid in uids {
+            match self.uids.get(uid) {
+                Some(holders) => targets.extend(holders),
+                None => return Targets::All,
+            }
+        }
+        Targets::Some(targets)
+    }
+
+    /// Where a command for `groups` goes among the `linked` gateways.
+    pub(crate) fn for_groups<'a>(
+        &self,
+        groups: impl IntoIterator<Item = &'a str>,
+        linked: &[u16],
+    ) -> Targets {
+        let mut targets = self.unsynced(linked);
+        for group in groups {
+            if let Some(holders) = self.groups.get(group) {
+                targets.extend(holders);
+            }
+        }
+        Targets::Some(targets)
+    }
+
+    fn unsynced(&self, linked: &[u16]) -> BTreeSet<u16> {
+        linked
+            .iter()
+            .copied()
+            .filter(|gateway| !self.synced.contains(gateway))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RouteChange::*;
+
+    fn set(ids: &[u16]) -> Targets {
+        Targets::Some(ids.iter().copied().collect())
+    }
+
+    #[test]
+    fn a_uid_goes_to_its_gateways_and_an_unknown_one_everywhere() {
+        let mut routes = Routes::default();
+        let linked = [1, 2, 3];
+        routes.apply(1, vec![UidUp("a".into())], true);
+        routes.apply(2, vec![UidUp("a".into()), UidUp("b".into())], true);
+        assert_eq!(
+            routes.for_uids(["a"], &linked),
+            set(&[1, 2, 3]),
+            "3 not synced"
+        );
+        routes.apply(3, vec![], true);
+        assert_eq!(routes.for_uids(["a"], &linked), set(&[1, 2]));
+        assert_eq!(routes.for_uids(["b"], &linked), set(&[2]));
+        assert_eq!(routes.for_uids(["b", "nobody"], &linked), Targets::All);
+        routes.apply(2, vec![UidDown("a".into())], true);
+        assert_eq!(routes.for_uids(["a"], &linked), set(&[1]));
+        routes.forget(1);
+        assert!(!routes.uid_known("a"));
+        assert_eq!(routes.for_uids(["a"], &[2, 3]), Targets::All);
+    }
+
+    #[test]
+    fn a_group_goes_to_its_gateways_and_an_empty_one_nowhere() {
+        let mut routes = Routes::default();
+        let linked = [1, 2];
+        routes.apply(1, vec![GroupUp("g".into())], true);
+        routes.apply(2, vec![], true);
+        assert_eq!(routes.for_groups(["g"], &linked), set(&[1]));
+        assert_eq!(routes.for_groups(["empty"], &linked), set(&[]));
+        routes.joined("empty", 2);
+        assert_eq!(routes.for_groups(["empty", "g"], &linked), set(&[1, 2]));
+        routes.apply(1, vec![GroupDown("g".into())], true);
+        assert_eq!(routes.for_groups(["g"], &linked), set(&[]));
+    }
+}
