@@ -38,6 +38,9 @@ pub const DEFAULT_PING_NOT_RESPONSE_LIMIT: u32 = 2;
 /// nothing for as long as they like; a dead peer's socket still fails, once TCP gives up
 /// retransmitting the pings to it (minutes, the kernel's retransmission limit).
 pub const DEFAULT_TELNET_IDLE_LIMIT: u32 = 0;
+/// Starts every discovery key, the same in every gateway and worker of one cluster; the
+/// same default as the worker's store prefix, so one memcached serves both.
+pub const DEFAULT_DISCOVERY_PREFIX: &str = "switchboard:";
 /// The usual rate of USB CDC-ACM boards and of most UART consoles.
 pub const DEFAULT_BAUD: u32 = 115_200;
 
@@ -78,6 +81,14 @@ pub struct GatewayConfig {
     pub telnet_idle_limit: u32,
     /// Serial ports to open.
     pub serial: Vec<SerialConfig>,
+    /// memcached servers to announce this gateway on, for workers to find it; empty: the
+    /// workers' static `gateways` lists are the only way to find it.
+    pub discovery: Vec<String>,
+    /// Prefix of the discovery keys.
+    pub discovery_prefix: String,
+    /// The worker-link address announced (`host:port` other hosts reach); empty: the bound
+    /// `worker_listen` address, which must then not be a wildcard.
+    pub announce: String,
 }
 
 impl Default for GatewayConfig {
@@ -97,6 +108,9 @@ impl Default for GatewayConfig {
             ping_not_response_limit: DEFAULT_PING_NOT_RESPONSE_LIMIT,
             telnet_idle_limit: DEFAULT_TELNET_IDLE_LIMIT,
             serial: Vec::new(),
+            discovery: Vec::new(),
+            discovery_prefix: DEFAULT_DISCOVERY_PREFIX.to_owned(),
+            announce: String::new(),
         }
     }
 }
@@ -202,6 +216,18 @@ impl GatewayConfig {
         }
         if self.secret.is_empty() {
             return invalid("secret", "must not be empty");
+        }
+        if !self.discovery.is_empty() && self.announce.is_empty() {
+            let wildcard = self
+                .worker_listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|addr| addr.ip().is_unspecified());
+            if wildcard {
+                return invalid(
+                    "announce",
+                    "must be set (the address workers reach) when worker_listen is a wildcard and discovery is on",
+                );
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod announce;
 mod commands;
 pub mod config;
 mod connection;

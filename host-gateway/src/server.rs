@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::router::{Router, RouterMsg};
 use crate::stats::Counters;
-use crate::{device_conn, serial, telnet_conn, worker_link};
+use crate::{announce, device_conn, serial, telnet_conn, worker_link};
 
 /// Messages waiting for the router. Large enough to absorb a burst from thousands of
 /// clients; when full, connections wait before reading more (backpressure on the senders).
@@ -132,6 +132,28 @@ pub async fn run(
         next_conn: Arc::new(AtomicU64::new(1)),
         next_link: Arc::new(AtomicU64::new(1)),
     };
+    if !ctx.config.discovery.is_empty() {
+        let addr = match ctx.config.announce.as_str() {
+            "" => listeners
+                .worker
+                .local_addr()
+                .map_err(|err| GatewayError::Bind {
+                    what: "worker",
+                    addr: ctx.config.worker_listen.clone(),
+                    cause: err,
+                })?
+                .to_string(),
+            addr => addr.to_owned(),
+        };
+        let announcement = announce::Announcement {
+            servers: ctx.config.discovery.clone(),
+            prefix: ctx.config.discovery_prefix.clone(),
+            id: ctx.config.id,
+            addr,
+        };
+        ctx.tracker
+            .spawn(announce::run(announcement, token.clone()));
+    }
     let router = Router::new(&ctx.config, counters);
     let router_task = tokio::spawn(router.run(router_rx, token.clone()));
 

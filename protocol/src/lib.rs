@@ -21,6 +21,8 @@ pub mod message;
 pub mod reliable;
 
 #[cfg(feature = "link")]
+pub mod discovery;
+#[cfg(feature = "link")]
 pub mod link;
 
 #[cfg(any(test, feature = "golden"))]

@@ -64,6 +64,11 @@ pub struct WorkerConfig {
     pub memcached_prefix: String,
     /// Where uid and group commands go.
     pub routing: Routing,
+    /// memcached servers where gateways announce themselves; the worker links to every
+    /// gateway found there as well as to `gateways`, and drops those that leave.
+    pub discovery: Vec<String>,
+    /// Prefix of the discovery keys; the same as the gateways'.
+    pub discovery_prefix: String,
     /// Name the worker gives itself in the link `Hello`, for the gateways' logs. Not a file
     /// key: it comes from `--name` (default `worker-PID`).
     #[serde(skip)]
@@ -80,6 +85,8 @@ impl Default for WorkerConfig {
             memcached: vec![DEFAULT_MEMCACHED.to_string()],
             memcached_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
             routing: Routing::Targeted,
+            discovery: Vec::new(),
+            discovery_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
             name: default_name(),
         }
     }
@@ -144,22 +151,35 @@ impl WorkerConfig {
                 "[worker] store = \"memcached\" needs at least one server in `memcached`".into(),
             );
         }
-        if let Some(bad) = self
-            .memcached
-            .iter()
-            .find(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
-        {
-            return Err(format!(
-                "[worker] memcached: bad server address {bad:?} (want host:port)"
-            ));
+        if self.gateways.is_empty() && self.discovery.is_empty() {
+            return Err(
+                "[worker] needs gateways to link to: list them in `gateways`, or name discovery servers in `discovery`".into(),
+            );
         }
-        let prefix = &self.memcached_prefix;
-        if prefix.len() > MAX_MEMCACHED_PREFIX
-            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(format!(
-                "[worker] memcached_prefix {prefix:?}: at most {MAX_MEMCACHED_PREFIX} bytes, no spaces or control characters"
-            ));
+        for (key, servers) in [
+            ("memcached", &self.memcached),
+            ("discovery", &self.discovery),
+        ] {
+            if let Some(bad) = servers
+                .iter()
+                .find(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
+            {
+                return Err(format!(
+                    "[worker] {key}: bad server address {bad:?} (want host:port)"
+                ));
+            }
+        }
+        for (key, prefix) in [
+            ("memcached_prefix", &self.memcached_prefix),
+            ("discovery_prefix", &self.discovery_prefix),
+        ] {
+            if prefix.len() > MAX_MEMCACHED_PREFIX
+                || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!(
+                    "[worker] {key} {prefix:?}: at most {MAX_MEMCACHED_PREFIX} bytes, no spaces or control characters"
+                ));
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Switchboard's worker library: the business-logic side of GatewayWorker.
 //!
-//! A worker links to every gateway of its config (see [`runtime`]), receives the
+//! A worker links to every gateway of its config or found through discovery (see
+//! [`runtime`]), receives the
 //! events of their connections, hands them one at a time to a [`Handler`], and acts through
 //! the [`Gateway`] API (`send_to_client`, `bind_uid`, `join_group`, ...). It never touches a
 //! user's socket. [`chat`] is the chat application built on it; [`store`] keeps its state.
@@ -9,9 +10,11 @@
 
 pub mod chat;
 pub mod config;
+pub mod discovery;
 pub mod gateway_api;
 pub mod handler;
 mod link;
+mod link_set;
 pub mod runtime;
 mod session;
 pub mod store;

@@ -109,11 +109,15 @@ fn codec() -> LengthDelimitedCodec {
 
 /// Runs one link until leaving: connects, serves, reconnects. `events` is weak so that
 /// the runtime's queue closes once the runtime and the links that are still reading let go.
+///
+/// `retire` ends the task the next time it is not linked (the gateway left the discovery
+/// records): a link that is up stays up, since it is the best proof the gateway lives.
 pub(crate) async fn run_link(
     params: LinkParams,
     gateway: Gateway,
     events: mpsc::WeakSender<Delivery>,
     stop: Stop,
+    retire: CancellationToken,
 ) {
     let addr = params.addr.as_str();
     let mut backoff = INITIAL_BACKOFF;
@@ -121,6 +125,7 @@ pub(crate) async fn run_link(
     loop {
         let attempt = tokio::select! {
             _ = stop.leave.cancelled() => return,
+            _ = retire.cancelled() => return,
             attempt = handshake(&params) => attempt,
         };
         let delay = match attempt {
@@ -155,6 +160,7 @@ pub(crate) async fn run_link(
         };
         tokio::select! {
             _ = stop.leave.cancelled() => return,
+            _ = retire.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }

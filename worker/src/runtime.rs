@@ -1,4 +1,4 @@
-//! The worker's main loop: link to every configured gateway, hand their events to the
+//! The worker's main loop: link to every gateway (configured or discovered), hand their events to the
 //! handler one at a time in arrival order, ack each event after its commands were queued,
 //! and on shutdown hand over without losing an event.
 //!
@@ -27,7 +27,8 @@ use tracing::Instrument;
 use crate::config::{Routing, WorkerConfig};
 use crate::gateway_api::Gateway;
 use crate::handler::{Context, Handler, HandlerResult};
-use crate::link::{run_link, Delivery, LinkParams, Stop};
+use crate::link::{Delivery, Stop};
+use crate::link_set;
 use crate::store::{Store, StoreError};
 
 /// Events read from all links but not yet handled. Past it the links stop reading
@@ -44,8 +45,8 @@ pub const LEAVE_GRACE: Duration = Duration::from_secs(5);
 /// Why the worker stopped (a gateway being away is never a reason).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The config lists no gateway, so there would be nothing to do.
-    #[error("no gateways configured")]
+    /// The config lists no gateway and no discovery server, so there would be nothing to do.
+    #[error("no gateways configured (and no discovery servers to find them)")]
     NoGateways,
     /// The store failed to flush at shutdown.
     #[error(transparent)]
@@ -60,30 +61,24 @@ pub async fn run<H: Handler>(
     mut handler: H,
     shutdown: impl Future,
 ) -> Result<(), WorkerError> {
-    if config.gateways.is_empty() {
+    if config.gateways.is_empty() && config.discovery.is_empty() {
         return Err(WorkerError::NoGateways);
     }
     let gateway = Gateway::new(config.routing == Routing::Targeted);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let stop = Stop::default();
-    let links: Vec<_> = config
-        .gateways
-        .iter()
-        .map(|addr| {
-            let params = LinkParams {
-                addr: addr.clone(),
-                secret: config.secret.clone(),
-                name: config.name.clone(),
-            };
-            tokio::spawn(run_link(
-                params,
-                gateway.clone(),
-                events_tx.downgrade(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    tracing::info!(name = %config.name, gateways = config.gateways.len(), "worker started");
+    tracing::info!(
+        name = %config.name,
+        gateways = config.gateways.len(),
+        discovery = config.discovery.len(),
+        "worker started"
+    );
+    let links = tokio::spawn(link_set::run(
+        config,
+        gateway.clone(),
+        events_tx.downgrade(),
+        stop.clone(),
+    ));
 
     tokio::pin!(shutdown);
     loop {
@@ -107,9 +102,7 @@ pub async fn run<H: Handler>(
     // them, so each link's writer can drain and close.
     drop(events);
     stop.close.cancel();
-    for link in links {
-        let _ = link.await;
-    }
+    let _ = links.await;
     let flushing = Arc::clone(&store);
     match tokio::task::spawn_blocking(move || flushing.flush()).await {
         Ok(result) => result?,

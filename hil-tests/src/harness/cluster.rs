@@ -308,24 +308,29 @@ impl Cluster {
 
     /// The tail of every log in the cluster's dir.
     pub fn logs(&self) -> String {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        paths.retain(|p| p.extension().is_some_and(|e| e == "log"));
-        paths.sort();
-        let mut out = String::new();
-        for p in paths {
-            let text = std::fs::read(&p)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "===== {} (last {LOG_TAIL_LINES} lines) =====\n{}\n",
-                p.file_name().unwrap_or_default().to_string_lossy(),
-                tail(&text, LOG_TAIL_LINES)
-            ));
-        }
-        out
+        dir_logs(self.dir.path())
     }
+}
+
+/// The tail of every `.log` file in `dir`, in name order.
+pub(super) fn dir_logs(dir: &Path) -> String {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    paths.sort();
+    let mut out = String::new();
+    for p in paths {
+        let text = std::fs::read(&p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "===== {} (last {LOG_TAIL_LINES} lines) =====\n{}\n",
+            p.file_name().unwrap_or_default().to_string_lossy(),
+            tail(&text, LOG_TAIL_LINES)
+        ));
+    }
+    out
 }
 
 impl Drop for Cluster {
@@ -352,7 +357,7 @@ pub fn nickname_prompt() -> Matcher {
 
 /// Three free loopback ports. Bound together and released together, so they are distinct;
 /// another process could take one before the gateway binds it, which is rare enough.
-fn free_ports() -> [SocketAddr; 3] {
+pub(super) fn free_ports() -> [SocketAddr; 3] {
     let listeners: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port"))
         .collect();

@@ -10,13 +10,17 @@
 
 mod bins;
 mod cluster;
+mod farm;
 mod iac;
 mod ledger;
+mod monitor;
 mod process;
 mod telnet;
 
 pub use bins::{bins, workspace_root, Bins};
 pub use cluster::{nickname_prompt, Cluster, ClusterOptions, PROBE_PATIENCE, START_TIMEOUT};
+pub use farm::{wait_greeted, Farm, GatewaySpec, WorkerSpec};
 pub use ledger::{Disruption, Ledger, Report};
+pub use monitor::gateway_stats;
 pub use process::{tail, Proc, STOP_GRACE};
 pub use telnet::{Found, Matcher, TelnetUser, LINE_TIMEOUT};

@@ -84,7 +84,9 @@ fn stable_hash(key: &str) -> u64 {
     })
 }
 
-fn build_client(servers: &[String]) -> Result<Client, MemcacheError> {
+/// A client over `servers` with this crate's timeouts and key hashing (also used by
+/// discovery, one server at a time).
+pub(crate) fn build_client(servers: &[String]) -> Result<Client, MemcacheError> {
     let urls: Vec<String> = servers.iter().map(|s| server_url(s)).collect();
     Client::builder()
         .add_server(urls)?

@@ -19,6 +19,7 @@ mod sled;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub(crate) use self::memcached::build_client;
 pub use self::memcached::{MemcachedStore, CAS_TRIES};
 pub use self::sled::SledStore;
 
