@@ -278,6 +278,15 @@ impl TelnetUser {
             .skipped
     }
 
+    /// Sends `text` privately to `to` (`UID:text`) and waits until `to` reads it as
+    /// `NICK (UID) -> you: text`; returns the lines `to` read before it.
+    pub async fn whisper_and_wait(&mut self, to: &mut TelnetUser, text: &str) -> Vec<String> {
+        self.send_line(&format!("{}:{text}", to.uid())).await;
+        to.expect_line(format!("{} -> you: {text}", self.tag()))
+            .await
+            .skipped
+    }
+
     /// Panics if any of `lines`, read by this user, contains `needle`.
     pub fn assert_not_among(&self, lines: &[String], needle: &str) {
         if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
