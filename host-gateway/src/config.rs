@@ -245,6 +245,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_example_gateways_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster");
+        for (file, id) in [("host-a.toml", 1), ("host-b.toml", 2)] {
+            let config = GatewayConfig::load(&dir.join(file)).expect(file);
+            assert_eq!(config.id, id);
+            assert_eq!(config.discovery.len(), 2, "{file}");
+        }
+    }
+
+    #[test]
+    fn discovery_on_a_wildcard_worker_listen_needs_announce() {
+        let mut config = GatewayConfig::parse(
+            "[gateway]\nworker_listen = '0.0.0.0:8482'\ndiscovery = ['10.0.0.1:11211']\n",
+        )
+        .expect("parses");
+        let err = config.validate().expect_err("nothing to announce");
+        assert!(err.to_string().contains("gateway.announce"), "{err}");
+        config.announce = "10.0.0.1:8482".into();
+        config.validate().expect("announce given");
+    }
+
+    #[test]
     fn other_sections_are_ignored_and_serial_ports_parse() {
         let config = GatewayConfig::parse(
             "[worker]\nstore = 'sled'\n[gateway]\nid = 7\n[[gateway.serial]]\npath = '/dev/ttyACM0'\n\

@@ -190,6 +190,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cluster_example_workers_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster");
+        for file in ["host-a.toml", "host-b.toml", "host-c.toml"] {
+            let config = WorkerConfig::load(&dir.join(file)).expect(file);
+            assert!(config.gateways.is_empty(), "{file}: found by discovery");
+            assert_eq!(config.discovery.len(), 2, "{file}");
+            assert_eq!(config.store, StoreKind::Memcached, "{file}");
+        }
+    }
+
+    #[test]
+    fn a_worker_needs_gateways_or_discovery() {
+        let err =
+            WorkerConfig::from_toml("[worker]\ngateways = []\n").expect_err("nothing to link");
+        assert!(err.to_string().contains("discovery"), "{err}");
+        let config = WorkerConfig::from_toml("[worker]\ngateways = []\ndiscovery = ['h:1']\n")
+            .expect("discovery alone is enough");
+        assert_eq!(config.routing, Routing::Targeted);
+    }
+
+    #[test]
     fn repo_config_matches_defaults() {
         let text = include_str!("../../switchboard.toml");
         let config = WorkerConfig::from_toml(text).unwrap();
