@@ -5,6 +5,7 @@
 //! - [`Cluster`]: a gateway and a worker on free ports with a temp config and data dir.
 //! - [`TelnetUser`]: a user who sends lines and expects lines, with timeouts.
 //! - [`Proc`]: a child process with its log.
+//! - [`NetLab`]: network namespaces on a bridge, so processes run on separate "hosts".
 //!
 //! It asserts by panicking with what it saw, like `assert!`: it is for tests only.
 
@@ -12,11 +13,13 @@ mod bins;
 mod cluster;
 mod iac;
 mod ledger;
+mod netns;
 mod process;
 mod telnet;
 
 pub use bins::{bins, workspace_root, Bins};
 pub use cluster::{nickname_prompt, Cluster, ClusterOptions, PROBE_PATIENCE, START_TIMEOUT};
 pub use ledger::{Disruption, Ledger, Report};
+pub use netns::{NetLab, Unavailable, MAX_HOSTS};
 pub use process::{tail, Proc, STOP_GRACE};
 pub use telnet::{Found, Matcher, TelnetUser, LINE_TIMEOUT};
