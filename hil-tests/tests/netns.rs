@@ -1,7 +1,8 @@
 //! `NetLab`: hosts in network namespaces on a bridge, for cluster tests that need separate
 //! machines. The real gateway runs on one host and the real worker on another; the test
 //! process reaches them through the bridge like a user's machine, and a cut host is
-//! unreachable until restored.
+//! unreachable until restored. On the same bridge, a device whose first gateway answers
+//! nothing moves on to the next after its connect timeout.
 //!
 //! Where namespaces cannot be made (not root, no iproute2, a locked-down container) each
 //! test prints `netns unavailable: <reason>; skipped` and passes.
@@ -12,6 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
+use hil::device::{run_device, DeviceConfig, Transport, CONNECT_TIMEOUT};
 use hil::harness::{bins, nickname_prompt, NetLab, TelnetUser, PROBE_PATIENCE, START_TIMEOUT};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -284,4 +286,67 @@ async fn dropping_a_lab_kills_what_still_runs_inside() {
         String::from_utf8_lossy(&addrs.stdout)
     );
     println!("dropping the lab killed sleep ({status}) and removed {name} and {bridge_ip}");
+}
+
+/// A device whose first gateway answers nothing at all (an address on the lab's bridge whose
+/// frames go to a MAC nobody has: no RST, no ARP failure) reaches its second gateway after
+/// one [`CONNECT_TIMEOUT`], not after the kernel's two minutes of SYN retries.
+#[tokio::test]
+async fn a_device_moves_on_from_a_gateway_that_answers_nothing() {
+    let Some(lab) = lab(&["a"]) else {
+        return;
+    };
+    let [x, y, z, _] = lab.bridge_ip().octets();
+    let silent = std::net::Ipv4Addr::new(x, y, z, 250);
+    let route = ip()
+        .args(["-o", "route", "get", &silent.to_string()])
+        .output()
+        .expect("running ip route get");
+    let route = String::from_utf8_lossy(&route.stdout);
+    let bridge = route
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no route to {silent}: {route}"));
+    let neigh = ip()
+        .args(["neigh", "replace", &silent.to_string()])
+        .args([
+            "lladdr",
+            "02:00:00:00:00:01",
+            "nud",
+            "permanent",
+            "dev",
+            bridge,
+        ])
+        .status()
+        .expect("running ip neigh");
+    assert!(neigh.success(), "pinning {silent} to a MAC nobody has");
+
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateways = vec![
+        SocketAddr::from((silent, 8481)).to_string(),
+        live.local_addr().unwrap().to_string(),
+    ];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let device = tokio::spawn(run_device(
+        DeviceConfig::new("fo1", Transport::Tcp(gateways)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let accepted = tokio::time::timeout(CONNECT_TIMEOUT * 3, live.accept()).await;
+    let took = started.elapsed();
+    assert!(
+        accepted.is_ok(),
+        "the device did not reach its second gateway within {:?}",
+        CONNECT_TIMEOUT * 3
+    );
+    assert!(
+        took >= CONNECT_TIMEOUT,
+        "the silent gateway did not hold the connect ({took:?}): the test proves nothing"
+    );
+    println!("device reached its second gateway {took:?} after its first answered nothing");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), device).await;
 }

@@ -236,7 +236,8 @@ impl NetLab {
     }
 
     /// Cuts `host` off: its veth's bridge end goes down, so nothing reaches it and it reaches
-    /// nothing (packets vanish, no RST), while its processes keep running.
+    /// nothing, while its processes keep running. A connect to it gets no RST: it hangs until
+    /// the kernel gives up on ARP, about 3 s, with "No route to host".
     pub fn cut(&self, host: &str) {
         self.set_link(host, "down");
     }
