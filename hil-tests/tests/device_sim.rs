@@ -168,7 +168,7 @@ async fn tcp_device_reconnects_and_says_hello_again() {
         .local_addr()
         .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut cfg = DeviceConfig::new("tcp0", Transport::Tcp(addr.to_string()));
+    let mut cfg = DeviceConfig::new("tcp0", Transport::Tcp(vec![addr.to_string()]));
     cfg.telemetry = Some(Duration::from_millis(100));
     let device = tokio::spawn(run_device(cfg, async move {
         let _ = stopped.await;
@@ -201,6 +201,74 @@ async fn tcp_device_reconnects_and_says_hello_again() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A device that knows two gateways, the first dead (its port refuses) and the second live,
+/// reaches the live one; when that link closes it goes round, from the first: once the first
+/// gateway is up it gets the device, and after it closes the second gets it back.
+#[tokio::test]
+async fn tcp_device_fails_over_between_gateways_in_turn() {
+    let first = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateways = vec![first.to_string(), second.local_addr().unwrap().to_string()];
+    let (stop, stopped) = oneshot::channel::<()>();
+    let device = tokio::spawn(run_device(
+        DeviceConfig::new("fo0", Transport::Tcp(gateways)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Past the dead first gateway to the second; then, that link closed, round again to it.
+    let mut host = None;
+    for round in 0..2 {
+        drop(host.take());
+        let (sock, _) = tokio::time::timeout(WAIT, second.accept())
+            .await
+            .unwrap_or_else(|_| panic!("device never reached the live gateway (round {round})"))
+            .unwrap();
+        let mut h = FakeHost::new(sock);
+        assert_eq!(h.recv().await, hello("fo0"), "round {round}");
+        let seq = h.send(chat("3", "ping", true)).await;
+        assert_eq!(h.recv().await, DeviceMsg::Ack { seq });
+        assert_eq!(h.recv().await, reply("3", "pong"));
+        host = Some(h);
+    }
+
+    // The first gateway comes up, then the second closes: next in turn is the first, not the
+    // second again.
+    let first = tokio::net::TcpListener::bind(first).await.unwrap();
+    drop(host);
+    let (sock, _) = tokio::time::timeout(WAIT, first.accept())
+        .await
+        .expect("device did not go round to the first gateway")
+        .unwrap();
+    let mut host = FakeHost::new(sock);
+    assert_eq!(host.recv().await, hello("fo0"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.accept())
+            .await
+            .is_err(),
+        "device connected to the second gateway while linked to the first"
+    );
+
+    // The first closes: back to the second.
+    drop(host);
+    let (sock, _) = tokio::time::timeout(WAIT, second.accept())
+        .await
+        .expect("device did not come back to the second gateway")
+        .unwrap();
+    assert_eq!(FakeHost::new(sock).recv().await, hello("fo0"));
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, device)
+        .await
+        .expect("device did not stop")
+        .unwrap()
+        .expect("device failed");
 }
 
 /// The link path is replaced even if something is there, and only the owner removes it.

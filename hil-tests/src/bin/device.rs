@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! switchboard-device --id dev0 --tcp 127.0.0.1:8481
+//! switchboard-device --id dev0 --tcp 10.0.0.1:8481 --tcp 10.0.0.2:8481   # or --tcp A,B: fails over
 //! switchboard-device --id dev0 --pty-link /tmp/sb/dev0   # gateway: [[gateway.serial]] path = "/tmp/sb/dev0"
 //! ```
 
@@ -25,9 +26,15 @@ struct Cli {
     /// Device id: its uid and nickname in the chat.
     #[arg(long, default_value = "demo")]
     id: String,
-    /// Connect to the gateway's device port (reconnects with backoff).
-    #[arg(long, value_name = "ADDR", conflicts_with = "pty_link")]
-    tcp: Option<String>,
+    /// Connect to a gateway's device port; repeat it or separate with commas to give several
+    /// gateways, tried in turn on each failed connect or lost link (backoff after a round).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        conflicts_with = "pty_link"
+    )]
+    tcp: Vec<String>,
     /// Create a pty and publish its slave at PATH for the gateway's `[[gateway.serial]]`.
     #[arg(long, value_name = "PATH")]
     pty_link: Option<PathBuf>,
@@ -58,10 +65,19 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let transport = match (cli.tcp, cli.pty_link) {
-        (_, Some(path)) => Transport::Pty(path),
-        (Some(addr), None) => Transport::Tcp(addr),
-        (None, None) => Transport::Tcp(DEFAULT_TCP.to_owned()),
+    let mut gateways: Vec<String> = cli
+        .tcp
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if gateways.is_empty() {
+        gateways.push(DEFAULT_TCP.to_owned());
+    }
+    let transport = match cli.pty_link {
+        Some(path) => Transport::Pty(path),
+        None => Transport::Tcp(gateways),
     };
     let cfg = DeviceConfig {
         id: cli.id,

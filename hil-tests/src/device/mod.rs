@@ -1,10 +1,12 @@
 //! The simulated device: a peer speaking the device protocol over TCP or a pty, standing in
 //! for firmware in the tests and the demo.
 //!
-//! [`run_device`] is the whole device (hello, answers, telemetry, reconnects); [`serve`] runs
-//! one link; [`DeviceLink`] is the raw link for tests that need to misbehave; [`Responder`]
-//! decides what to say. No chat logic of the host lives here.
+//! [`run_device`] is the whole device (hello, answers, telemetry, reconnects, failover between
+//! gateways); [`serve`] runs one link; [`DeviceLink`] is the raw link for tests that need to
+//! misbehave; [`Responder`] decides what to say; [`Failover`] which gateway to try next. No
+//! chat logic of the host lives here.
 
+mod failover;
 mod link;
 mod pty;
 mod responder;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
+pub use failover::Failover;
 pub use link::{DeviceLink, LinkError};
 pub use pty::{PtyError, PtyLink};
 pub use responder::{reply_text, text, Responder, TooLong, HELP_TEXT, SIM_FIRMWARE};
@@ -23,12 +26,17 @@ pub use responder::{reply_text, text, Responder, TooLong, HELP_TEXT, SIM_FIRMWAR
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between reconnects: a restarted gateway is found within 2 s.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a connect may take. A gateway whose host is down or cut off answers nothing, not
+/// even a RST: on its LAN the kernel gives up after about 3 s of unanswered ARP, behind a
+/// router only after two minutes of SYN retries; a device with other gateways moves on
+/// sooner. 2 s is far beyond any round trip to a live gateway.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the device reaches the gateway.
 #[derive(Debug, Clone)]
 pub enum Transport {
-    /// The gateway's device TCP port, `host:port`.
-    Tcp(String),
+    /// The device TCP ports of the gateways, `host:port`, tried in turn (see [`Failover`]).
+    Tcp(Vec<String>),
     /// A pty whose slave is published at this path for the gateway's serial config.
     Pty(PathBuf),
 }
@@ -67,10 +75,15 @@ pub enum DeviceError {
     /// The link failed in a way reconnecting cannot fix (a pty that broke).
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// [`Transport::Tcp`] with no address.
+    #[error("no gateway address to connect to")]
+    NoGateway,
 }
 
-/// Runs a device until `shutdown` completes. Over TCP it reconnects with backoff and says
-/// hello on every new connection; over a pty it publishes the link once and serves it.
+/// Runs a device until `shutdown` completes. Over TCP it says hello on every new connection
+/// and, on each failed connect or lost link, tries the next gateway, waiting only after a
+/// round over all of them, with backoff if none answered ([`Failover`]); over a pty it
+/// publishes the link once and serves it.
 pub async fn run_device(
     cfg: DeviceConfig,
     shutdown: impl Future<Output = ()>,
@@ -85,30 +98,69 @@ pub async fn run_device(
             serve(&mut link, &responder, cfg.telemetry, started, &mut shutdown).await?;
             Ok(())
         }
-        Transport::Tcp(addr) => {
-            let mut backoff = MIN_BACKOFF;
-            loop {
-                let session = async {
-                    let mut link = DeviceLink::connect_tcp(addr).await?;
-                    tracing::info!(%addr, "connected");
-                    link.send(responder.hello()).await?;
-                    serve(&mut link, &responder, cfg.telemetry, started, &mut shutdown).await
-                };
-                match session.await {
-                    Ok(Served::Shutdown) => return Ok(()),
-                    Ok(Served::Closed) => {
-                        tracing::warn!(%addr, "gateway closed the link");
-                        backoff = MIN_BACKOFF;
-                    }
-                    Err(e) => tracing::warn!(%addr, cause = %e, ?backoff, "link down"),
+        Transport::Tcp(addrs) => {
+            let failover = Failover::new(addrs.clone()).ok_or(DeviceError::NoGateway)?;
+            run_tcp(failover, &responder, cfg.telemetry, started, &mut shutdown).await;
+            Ok(())
+        }
+    }
+}
+
+/// Connects to the gateways in turn until `shutdown` fires, serving each link while it lasts.
+async fn run_tcp<S>(
+    mut failover: Failover,
+    responder: &Responder,
+    telemetry: Option<Duration>,
+    started: Instant,
+    shutdown: &mut std::pin::Pin<&mut S>,
+) where
+    S: futures::future::FusedFuture<Output = ()>,
+{
+    loop {
+        let addr = failover.next_addr().to_owned();
+        let link = futures::select! {
+            link = connect_tcp(&addr).fuse() => link,
+            _ = shutdown.as_mut() => return,
+        };
+        let connected = link.is_ok();
+        let session = match link {
+            Ok(mut link) => {
+                tracing::info!(%addr, "connected");
+                match link.send(responder.hello()).await {
+                    Ok(_) => serve(&mut link, responder, telemetry, started, shutdown).await,
+                    Err(e) => Err(e),
                 }
-                futures::select! {
-                    _ = tokio::time::sleep(backoff).fuse() => {}
-                    _ = shutdown.as_mut() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => Err(e),
+        };
+        match session {
+            Ok(Served::Shutdown) => return,
+            Ok(Served::Closed) => tracing::warn!(%addr, "gateway closed the link"),
+            Err(e) if connected => tracing::warn!(%addr, cause = %e, "link down"),
+            Err(e) => tracing::warn!(%addr, cause = %e, "cannot connect"),
+        }
+        if let Some(wait) = failover.ended(connected) {
+            tracing::debug!(
+                gateways = failover.addrs().len(),
+                ?wait,
+                "every gateway tried; waiting"
+            );
+            futures::select! {
+                _ = tokio::time::sleep(wait).fuse() => {}
+                _ = shutdown.as_mut() => return,
             }
         }
+    }
+}
+
+/// [`DeviceLink::connect_tcp`] giving up after [`CONNECT_TIMEOUT`].
+async fn connect_tcp(addr: &str) -> Result<DeviceLink, LinkError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, DeviceLink::connect_tcp(addr)).await {
+        Ok(link) => link,
+        Err(_) => Err(LinkError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {CONNECT_TIMEOUT:?}"),
+        ))),
     }
 }
 

@@ -32,6 +32,16 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[&str], log: &Path) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn_command(name, cmd, log)
+    }
+
+    /// Starts a prepared command (a program behind a prefix such as `ip netns exec NS`)
+    /// like [`Proc::spawn`]: stdin closed, stdout and stderr appended to `log`, killed on
+    /// drop, `RUST_LOG` defaulted. The pid is that of the command's program, so a prefix
+    /// must exec the program (as `ip netns exec` does) for [`Proc::stop`] to reach it.
+    pub fn spawn_command(name: &str, mut cmd: Command, log: &Path) -> Self {
         let file = File::options()
             .create(true)
             .append(true)
@@ -40,24 +50,30 @@ impl Proc {
         let err = file
             .try_clone()
             .unwrap_or_else(|e| panic!("cloning {}: {e}", log.display()));
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .kill_on_drop(true);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", CHILD_LOG);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", program.display()));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {name} ({}): {e}",
+                Path::new(cmd.as_std().get_program()).display()
+            )
+        });
         Self {
             name: name.to_owned(),
             child,
             log: log.to_owned(),
             status: None,
         }
+    }
+
+    /// The process id, while it has not been reaped.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The name given at spawn, for messages.
