@@ -146,7 +146,7 @@ async fn choose_nick(cx: &Context, client: ClientId, line: &str) -> HandlerResul
         return tell(cx, client, ASK_NICK).await;
     }
     let store = cx.store();
-    let number = store.next_uid()?;
+    let number = fresh_uid(cx)?;
     store.put_user(
         number,
         &User {
@@ -169,6 +169,32 @@ async fn choose_nick(cx: &Context, client: ClientId, line: &str) -> HandlerResul
         .send_to_group(GROUP_USERS, joined, &[client])
         .await?;
     Ok(())
+}
+
+/// A human uid nobody online holds. The store never gives one twice, unless its counter
+/// went back (a memcached server restarted or evicted it): then a uid it gives may still be
+/// online, which the routing table knows without asking; the counter is raised past every
+/// online uid and the next one taken.
+fn fresh_uid(cx: &Context) -> Result<u64, crate::store::StoreError> {
+    let store = cx.store();
+    let number = store.next_uid()?;
+    let gateway = cx.gateway();
+    if !gateway.known_online(&number.to_string()) {
+        return Ok(number);
+    }
+    let highest = gateway
+        .known_online_uids()
+        .iter()
+        .filter_map(|uid| uid.parse::<u64>().ok())
+        .max()
+        .unwrap_or(number);
+    tracing::warn!(
+        uid = number,
+        highest,
+        "the store's uid counter went back (memcached restarted?); raising it past the online uids"
+    );
+    store.raise_uid_counter(highest)?;
+    store.next_uid()
 }
 
 /// `/who`, `/help`, `/quit`, or an unknown command.

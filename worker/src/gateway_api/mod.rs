@@ -242,9 +242,19 @@ impl Gateway {
         lock(&self.inner.routes).for_groups(groups, &linked)
     }
 
-    /// Whether the routing table knows a gateway holding `uid` (false: ask the gateways).
-    fn uid_known(&self, uid: &str) -> bool {
+    /// Whether the routing table knows a linked gateway holding `uid`, without asking any
+    /// gateway (`is_uid_online` asks when this says no). Always false with
+    /// `routing = "everywhere"`, which keeps no table.
+    pub fn known_online(&self, uid: &str) -> bool {
         self.inner.targeted && lock(&self.inner.routes).uid_known(uid)
+    }
+
+    /// Every uid the routing table knows a linked gateway to hold, in no order.
+    pub fn known_online_uids(&self) -> Vec<String> {
+        if !self.inner.targeted {
+            return Vec::new();
+        }
+        lock(&self.inner.routes).uids()
     }
 
     /// Sends to each of `links`; tries them all and reports the first failure.

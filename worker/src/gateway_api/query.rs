@@ -81,7 +81,7 @@ impl Gateway {
     /// `isUidOnline`: is any connection, on any gateway, bound to `uid`? Answered from the
     /// routing table when it knows a gateway holding `uid`; a "no" is always the gateways'.
     pub async fn is_uid_online(&self, uid: &str) -> Result<bool, GatewayError> {
-        if self.uid_known(uid) {
+        if self.known_online(uid) {
             return Ok(true);
         }
         let replies = self.ask_all(Query::IsUidOnline(uid.to_string())).await?;

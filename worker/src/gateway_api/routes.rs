@@ -82,6 +82,11 @@ impl Routes {
         self.uids.contains_key(uid)
     }
 
+    /// Every uid some gateway holds.
+    pub(crate) fn uids(&self) -> Vec<String> {
+        self.uids.keys().cloned().collect()
+    }
+
     /// Where a command for `uids` goes among the `linked` gateways.
     pub(crate) fn for_uids<'a>(
         &self,

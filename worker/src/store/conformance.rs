@@ -12,6 +12,7 @@ macro_rules! conformance_tests {
     ($open:expr) => {
         crate::store::conformance::conformance_tests!(@each $open;
             uids_start_at_one_and_increase,
+            a_raised_uid_counter_never_goes_back,
             users_round_trip,
             device_registry_upserts_and_touches,
             offline_queue_is_fifo_per_device_peek_does_not_remove,
@@ -53,6 +54,20 @@ pub(crate) fn uids_start_at_one_and_increase(store: &dyn Store) {
     assert_eq!(store.next_uid().unwrap(), 1);
     assert_eq!(store.next_uid().unwrap(), 2);
     assert_eq!(store.next_uid().unwrap(), 3);
+}
+
+pub(crate) fn a_raised_uid_counter_never_goes_back(store: &dyn Store) {
+    // Raising a counter that does not exist yet (memcached lost it) sets it.
+    store.raise_uid_counter(10).unwrap();
+    assert_eq!(store.next_uid().unwrap(), 11);
+    store.raise_uid_counter(5).unwrap();
+    let next = store.next_uid().unwrap();
+    assert!(
+        next > 11,
+        "raising below the counter changes nothing, got {next}"
+    );
+    store.raise_uid_counter(100).unwrap();
+    assert_eq!(store.next_uid().unwrap(), 101);
 }
 
 pub(crate) fn users_round_trip(store: &dyn Store) {

@@ -332,6 +332,31 @@ impl Store for MemcachedStore {
         Ok(uid)
     }
 
+    fn raise_uid_counter(&self, at_least: u64) -> Result<(), StoreError> {
+        let key = self.key(format_args!("uid"));
+        let value = at_least.to_string();
+        for _ in 0..CAS_TRIES {
+            match self.client.get::<(Vec<u8>, u32, Option<u64>)>(&key)? {
+                // `add` stores nothing if a login created the counter meanwhile: read again.
+                None => self.client.add(&key, value.as_str(), NO_EXPIRY)?,
+                Some((bytes, _, cas)) => {
+                    let current = std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if current >= at_least {
+                        return Ok(());
+                    }
+                    let cas = cas.ok_or_else(|| contended(&key))?;
+                    if self.client.cas(&key, value.as_str(), NO_EXPIRY, cas)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(contended(&key))
+    }
+
     fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError> {
         let key = self.key(format_args!("user:{uid}"));
         self.client.set(&key, &encode(user)?[..], NO_EXPIRY)?;

@@ -159,6 +159,11 @@ pub trait Store: Send + Sync {
     /// A new human uid: 1, 2, 3, ... never given out twice, also across restarts.
     fn next_uid(&self) -> Result<u64, StoreError>;
 
+    /// Makes sure no uid up to `at_least` is handed out from now on. For a counter that
+    /// went back while uids it gave are still in use (a memcached server restarted or evicted
+    /// it); a counter already past `at_least` is left alone.
+    fn raise_uid_counter(&self, at_least: u64) -> Result<(), StoreError>;
+
     /// Records (or replaces) user `uid`.
     fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError>;
     /// User `uid`, if known.

@@ -164,6 +164,22 @@ impl Store for SledStore {
         Ok(uid)
     }
 
+    fn raise_uid_counter(&self, at_least: u64) -> Result<(), StoreError> {
+        let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        if block.next > at_least {
+            return Ok(());
+        }
+        self.db
+            .update_and_fetch(NEXT_UID_KEY, |old: Option<&[u8]>| {
+                let high = old.and_then(u64_of).unwrap_or(0);
+                Some(IVec::from(&high.max(at_least).to_be_bytes()[..]))
+            })?;
+        self.db.flush()?;
+        // The next uid comes from a fresh block above the stored counter.
+        *block = UidBlock { next: 0, last: 0 };
+        Ok(())
+    }
+
     fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError> {
         self.users.insert(uid.to_be_bytes(), encode(user)?)?;
         Ok(())
