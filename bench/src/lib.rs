@@ -6,3 +6,8 @@
 //! - `chat-reference` (`src/bin/reference.rs`): THE REFERENCE, a minimal single-process
 //!   tokio chat server with the same line protocol and no gateway/worker split. It exists
 //!   only to be measured against; it is not Switchboard.
+
+pub mod client;
+pub mod procstat;
+pub mod report;
+pub mod scenario;

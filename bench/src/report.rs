@@ -1,0 +1,64 @@
+//! The one JSON line a scenario prints: what was asked, what arrived, how fast, and what the
+//! server spent on it. Field names are the contract with `cargo xtask bench`'s table.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::procstat::Usage;
+
+/// A latency histogram in microseconds, 1 µs to 60 s at 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid")
+}
+
+/// A scenario's result.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    /// `private`, `broadcast`, `connect`, `idle`.
+    pub scenario: String,
+    /// Which server: `switchboard`, `reference`, or what `--label` said.
+    pub label: String,
+    /// Users (connections) taking part.
+    pub users: usize,
+    /// The measured period, seconds.
+    pub secs: f64,
+    /// Messages (or logins, or connections) attempted.
+    pub sent: u64,
+    /// Deliveries seen (a broadcast counts once per recipient).
+    pub delivered: u64,
+    /// Deliveries expected but never seen.
+    pub lost: u64,
+    /// `!` lines and failed attempts.
+    pub errors: u64,
+    /// Deliveries (or logins) per second.
+    pub per_s: f64,
+    /// Latency percentiles, µs (send to delivery; connect to welcome).
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Worst, µs.
+    pub max_us: u64,
+    /// Server CPU per message sent (private, broadcast), per login, or 0 when unknown, µs.
+    pub cpu_us_per_op: f64,
+    /// Server RSS growth per connection (idle), bytes.
+    pub rss_bytes_per_conn: f64,
+    /// What the server processes spent.
+    pub server: Usage,
+}
+
+impl Report {
+    /// Fills the latency fields from `h`.
+    pub fn latencies(&mut self, h: &Histogram<u64>) {
+        if h.is_empty() {
+            return;
+        }
+        self.p50_us = h.value_at_quantile(0.50);
+        self.p99_us = h.value_at_quantile(0.99);
+        self.max_us = h.max();
+    }
+
+    /// The JSON line.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serializes")
+    }
+}

@@ -1,0 +1,162 @@
+//! Broadcast: `senders` of the `users` each say `<seq> <µs>` to everyone at a set rate;
+//! every other user times each `NICK (UID): <seq> <µs>` on arrival. A line said once is
+//! `users - 1` deliveries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::private::timestamp;
+use super::{login_all, micros, Common};
+use crate::client::LineReader;
+use crate::procstat::{Snapshot, Usage};
+use crate::report::{histogram, Report};
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// Users (all receive).
+    pub users: usize,
+    /// How many of them send.
+    pub senders: usize,
+    /// Seconds of sending.
+    pub secs: f64,
+    /// Lines per second in all (each delivered to `users - 1`).
+    pub rate: f64,
+    /// Seconds to wait for stragglers after sending stops.
+    pub drain_secs: f64,
+}
+
+#[derive(Default)]
+struct Counts {
+    said: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs the scenario.
+pub async fn run(common: &Common, cfg: &Broadcast) -> anyhow::Result<Report> {
+    anyhow::ensure!(cfg.users >= 2, "a broadcast needs at least 2 users");
+    anyhow::ensure!(
+        (1..=cfg.users).contains(&cfg.senders),
+        "senders must be 1..=users"
+    );
+    anyhow::ensure!(cfg.rate > 0.0, "a broadcast needs a rate");
+    let users = login_all(common, cfg.users).await?;
+    let n = users.len();
+    let counts = Arc::new(Counts::default());
+    let (done_tx, done_rx) = watch::channel(false);
+    let before = Snapshot::take(&common.watch)?;
+    let clock = Instant::now();
+    let mut readers = Vec::with_capacity(n);
+    let mut writers = Vec::with_capacity(n);
+    for (i, (lines, _)) in users.into_iter().enumerate() {
+        readers.push(tokio::spawn(receive(
+            lines.reader,
+            counts.clone(),
+            clock,
+            done_rx.clone(),
+        )));
+        if i < cfg.senders {
+            let rate = cfg.rate / cfg.senders as f64;
+            writers.push(tokio::spawn(say(
+                lines.writer,
+                counts.clone(),
+                clock,
+                cfg.secs,
+                rate,
+            )));
+        } else {
+            writers.push(tokio::spawn(async move { lines.writer }));
+        }
+    }
+    let mut open = Vec::with_capacity(n);
+    for w in writers {
+        open.push(w.await.context("a sender task failed")?);
+    }
+    let sending = clock.elapsed();
+    let expected = || counts.said.load(Ordering::Relaxed) * (n as u64 - 1);
+    let drain_until = Instant::now() + Duration::from_secs_f64(cfg.drain_secs);
+    while counts.delivered.load(Ordering::Relaxed) < expected() && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = Snapshot::take(&common.watch)?;
+    let _ = done_tx.send(true);
+    let mut latencies = histogram();
+    for r in readers {
+        latencies.add(r.await.context("a reader task failed")?)?;
+    }
+    drop(open);
+
+    let said = counts.said.load(Ordering::Relaxed);
+    let delivered = counts.delivered.load(Ordering::Relaxed);
+    let server = Usage::between(&before, &after);
+    let mut report = Report {
+        scenario: "broadcast".into(),
+        label: common.label.clone(),
+        users: n,
+        secs: sending.as_secs_f64(),
+        sent: said,
+        delivered,
+        lost: expected().saturating_sub(delivered),
+        errors: counts.errors.load(Ordering::Relaxed),
+        per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
+        cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
+        server,
+        ..Report::default()
+    };
+    report.latencies(&latencies);
+    Ok(report)
+}
+
+async fn say(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    counts: Arc<Counts>,
+    clock: Instant,
+    secs: f64,
+    rate: f64,
+) -> tokio::net::tcp::OwnedWriteHalf {
+    let end = clock + Duration::from_secs_f64(secs);
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq: u64 = 0;
+    while Instant::now() < end {
+        pace.tick().await;
+        let line = format!("{seq} {}\r\n", micros(clock));
+        if writer.write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+        counts.said.fetch_add(1, Ordering::Relaxed);
+        seq += 1;
+    }
+    writer
+}
+
+async fn receive(
+    mut lines: LineReader,
+    counts: Arc<Counts>,
+    clock: Instant,
+    mut done: watch::Receiver<bool>,
+) -> Histogram<u64> {
+    let mut latencies = histogram();
+    loop {
+        let line = tokio::select! {
+            line = lines.line() => line,
+            _ = done.wait_for(|d| *d) => return latencies,
+        };
+        let Ok(Some(line)) = line else {
+            return latencies;
+        };
+        if let Some(sent_us) = timestamp(&line, "): ") {
+            latencies.saturating_record(micros(clock).saturating_sub(sent_us).max(1));
+            counts.delivered.fetch_add(1, Ordering::Relaxed);
+        } else if line.starts_with('!') {
+            counts.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

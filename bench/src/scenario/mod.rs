@@ -1,0 +1,69 @@
+//! The scenarios, each a function from its settings to a [`crate::report::Report`], and what
+//! they share: logging users in, the server processes to watch, the load's clock.
+
+pub mod broadcast;
+pub mod connect;
+pub mod idle;
+pub mod private;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::stream::{self, StreamExt};
+
+use crate::client::{connect, Lines};
+use crate::procstat::Watched;
+
+/// Each login step (prompt, welcome) may take this long.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections opened at once while logging users in: enough to be quick, few enough not
+/// to overflow the server's accept queue (which would cost a 1 s SYN retry each).
+pub const OPEN_AT_ONCE: usize = 128;
+
+/// What every scenario needs.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The chat's telnet address.
+    pub server: SocketAddr,
+    /// Label for the report.
+    pub label: String,
+    /// Server processes to charge.
+    pub watch: Vec<Watched>,
+    /// Source addresses to spread connections over (empty: the OS picks).
+    pub sources: Vec<IpAddr>,
+    /// Nicknames start with this.
+    pub prefix: String,
+}
+
+impl Common {
+    /// The source address for connection `i`.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+}
+
+/// Logs in `n` users (at most [`OPEN_AT_ONCE`] at a time); returns them with their uids,
+/// in order.
+pub async fn login_all(common: &Common, n: usize) -> anyhow::Result<Vec<(Lines, String)>> {
+    let logins = stream::iter(0..n)
+        .map(|i| async move {
+            let nick = format!("{}{i}", common.prefix);
+            let stream = connect(common.server, common.source(i))
+                .await
+                .with_context(|| format!("{nick}: connecting to {}", common.server))?;
+            let mut lines = Lines::new(stream);
+            let uid = lines
+                .login(&nick, LOGIN_TIMEOUT)
+                .await
+                .with_context(|| format!("{nick}: login"))?;
+            anyhow::Ok((lines, uid))
+        })
+        .buffered(OPEN_AT_ONCE);
+    logins.collect::<Vec<_>>().await.into_iter().collect()
+}
+
+/// Microseconds since `clock`, as written into payloads.
+pub fn micros(clock: std::time::Instant) -> u64 {
+    clock.elapsed().as_micros() as u64
+}

@@ -1,0 +1,211 @@
+//! Private messages: user i sends `UID:<seq> <µs>` to user i+1, at a target rate or as fast
+//! as a per-user window of messages in flight allows (saturation), and user i+1 times each
+//! `NICK (UID) -> you: <seq> <µs>` on arrival.
+//!
+//! A window slot not freed within [`LOST_AFTER`] is counted lost and reused, so a lost
+//! message costs its sender a pause, not the rest of the run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, Semaphore};
+
+use super::{login_all, micros, Common};
+use crate::client::LineReader;
+use crate::procstat::{Snapshot, Usage};
+use crate::report::{histogram, Report};
+
+/// A message not delivered within this long is taken as lost.
+pub const LOST_AFTER: Duration = Duration::from_secs(2);
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Private {
+    /// Users (at least 2).
+    pub users: usize,
+    /// Seconds of sending.
+    pub secs: f64,
+    /// Messages per second in all; 0: as fast as the window allows.
+    pub rate: f64,
+    /// Messages in flight per user, at most.
+    pub window: usize,
+    /// Seconds to wait for stragglers after sending stops.
+    pub drain_secs: f64,
+}
+
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs the scenario.
+pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
+    anyhow::ensure!(cfg.users >= 2, "private messages need at least 2 users");
+    anyhow::ensure!(cfg.window >= 1, "the window must be at least 1");
+    let users = login_all(common, cfg.users).await?;
+    let n = users.len();
+    let uids: Vec<String> = users.iter().map(|(_, uid)| uid.clone()).collect();
+    let windows: Vec<Arc<Semaphore>> = (0..n)
+        .map(|_| Arc::new(Semaphore::new(cfg.window)))
+        .collect();
+    let counts = Arc::new(Counts::default());
+    let per_user_rate = cfg.rate / n as f64;
+    let (done_tx, done_rx) = watch::channel(false);
+    let before = Snapshot::take(&common.watch)?;
+    let clock = Instant::now();
+    let mut readers = Vec::with_capacity(n);
+    let mut writers = Vec::with_capacity(n);
+    for (i, (lines, _)) in users.into_iter().enumerate() {
+        // User i's messages come from user i-1: their arrival frees that sender's window.
+        readers.push(tokio::spawn(receive(
+            lines.reader,
+            windows[(i + n - 1) % n].clone(),
+            counts.clone(),
+            clock,
+            done_rx.clone(),
+        )));
+        writers.push(tokio::spawn(send(
+            lines.writer,
+            uids[(i + 1) % n].clone(),
+            windows[i].clone(),
+            counts.clone(),
+            clock,
+            cfg.secs,
+            per_user_rate,
+        )));
+    }
+    // Writers are kept open to the end: a half-closed socket logs its user out.
+    let mut open = Vec::with_capacity(n);
+    for w in writers {
+        open.push(w.await.context("a sender task failed")?);
+    }
+    let sending = clock.elapsed();
+    let drain_until = Instant::now() + Duration::from_secs_f64(cfg.drain_secs);
+    while counts.delivered.load(Ordering::Relaxed) < counts.sent.load(Ordering::Relaxed)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = Snapshot::take(&common.watch)?;
+    let _ = done_tx.send(true);
+    let mut latencies = histogram();
+    for r in readers {
+        latencies.add(r.await.context("a reader task failed")?)?;
+    }
+    drop(open);
+
+    let sent = counts.sent.load(Ordering::Relaxed);
+    let delivered = counts.delivered.load(Ordering::Relaxed);
+    let server = Usage::between(&before, &after);
+    let mut report = Report {
+        scenario: "private".into(),
+        label: common.label.clone(),
+        users: n,
+        secs: sending.as_secs_f64(),
+        sent,
+        delivered,
+        lost: sent.saturating_sub(delivered),
+        errors: counts.errors.load(Ordering::Relaxed),
+        per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
+        cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
+        server,
+        ..Report::default()
+    };
+    report.latencies(&latencies);
+    Ok(report)
+}
+
+/// Sends `UID:<seq> <µs>` to `to` until the time is up, within the window and the rate.
+async fn send(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    to: String,
+    window: Arc<Semaphore>,
+    counts: Arc<Counts>,
+    clock: Instant,
+    secs: f64,
+    rate: f64,
+) -> tokio::net::tcp::OwnedWriteHalf {
+    let end = clock + Duration::from_secs_f64(secs);
+    let mut pace = (rate > 0.0).then(|| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut seq: u64 = 0;
+    let mut line = String::new();
+    while Instant::now() < end {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
+        match tokio::time::timeout(LOST_AFTER, window.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(), // given back by the receiver
+            Ok(Err(_)) => return writer,
+            Err(_) => {} // a message was lost: its slot is reused
+        }
+        line.clear();
+        use std::fmt::Write;
+        let _ = write!(line, "{to}:{seq} {}\r\n", micros(clock));
+        if writer.write_all(line.as_bytes()).await.is_err() {
+            return writer;
+        }
+        counts.sent.fetch_add(1, Ordering::Relaxed);
+        seq += 1;
+    }
+    writer
+}
+
+/// Counts and times `... -> you: <seq> <µs>` lines until `done`.
+async fn receive(
+    mut lines: LineReader,
+    sender_window: Arc<Semaphore>,
+    counts: Arc<Counts>,
+    clock: Instant,
+    mut done: watch::Receiver<bool>,
+) -> Histogram<u64> {
+    let mut latencies = histogram();
+    loop {
+        let line = tokio::select! {
+            line = lines.line() => line,
+            _ = done.wait_for(|d| *d) => return latencies,
+        };
+        let Ok(Some(line)) = line else {
+            return latencies;
+        };
+        if let Some(sent_us) = timestamp(&line, " -> you: ") {
+            latencies.saturating_record(micros(clock).saturating_sub(sent_us).max(1));
+            counts.delivered.fetch_add(1, Ordering::Relaxed);
+            sender_window.add_permits(1);
+        } else if line.starts_with('!') {
+            counts.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The send timestamp in `PREFIX<sep><seq> <µs>`.
+pub fn timestamp(line: &str, sep: &str) -> Option<u64> {
+    let (_, body) = line.split_once(sep)?;
+    let (_seq, us) = body.split_once(' ')?;
+    us.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn parses_delivery_lines() {
+        assert_eq!(
+            timestamp("l1 (1) -> you: 17 123456", " -> you: "),
+            Some(123456)
+        );
+        assert_eq!(timestamp("l1 (1): 17 123456", " -> you: "), None);
+        assert_eq!(timestamp("l1 (1): 17 123456", "): "), Some(123456));
+        assert_eq!(timestamp("* l3 (3) joined", " -> you: "), None);
+    }
+}
