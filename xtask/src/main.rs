@@ -1,6 +1,8 @@
 //! Developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! - `start`: builds the release binaries and runs `switchboard start` on `switchboard.toml`.
+//! - `bench`: runs the benchmark scenarios against Switchboard and the reference chat
+//!   server, alternately, and prints the table with the ratios.
 //! - `ci`: installs what the tests need on a fresh machine, then runs every check and test,
 //!   builds every firmware board and checks the QEMU build's size. `.ci/run` calls exactly this.
 //!
@@ -12,6 +14,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod firmware;
 
 #[derive(Parser)]
@@ -38,6 +41,12 @@ enum Task {
     },
     /// Build every firmware board (release) and print its flash and RAM use.
     Firmware,
+    /// Benchmark Switchboard against the reference chat server, side by side (release builds).
+    Bench {
+        /// `full` (minutes, 19,000 idle connections) or `quick` (about a minute).
+        #[arg(long, value_enum, default_value = "full")]
+        size: bench::Size,
+    },
 }
 
 /// The binaries `switchboard` supervises; built together so `reload` finds a fresh worker.
@@ -51,6 +60,7 @@ fn main() -> Result<()> {
         Task::Start { args } => start(&root, &args),
         Task::Ci { no_install } => ci(&root, no_install),
         Task::Firmware => firmware::build_all(&root),
+        Task::Bench { size } => bench::bench(&root, size),
     }
 }
 

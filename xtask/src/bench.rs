@@ -1,0 +1,330 @@
+//! `cargo xtask bench`: runs every benchmark scenario against Switchboard (a gateway and a
+//! worker, release builds) and against the reference chat server, alternately, each on a
+//! fresh server, and prints one table with the ratios. Same machine, same minute, same load
+//! generator: a noisy machine moves both columns, not one.
+//!
+//! The JSON line of every run is kept in `target/bench/<commit>.jsonl`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{cargo, run};
+
+/// Packages whose release binaries the benchmark runs.
+const PACKAGES: &[&str] = &[
+    "switchboard-gateway",
+    "switchboard-worker",
+    "switchboard-bench",
+];
+/// How long a server gets to greet a first user.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Loopback source addresses the idle scenario spreads its connections over.
+const SOURCES: usize = 8;
+
+/// How big a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Size {
+    /// Every scenario at full size (several minutes).
+    Full,
+    /// Every scenario, short (about a minute).
+    Quick,
+}
+
+/// One scenario: its `switchboard-bench` arguments and the figure the table compares.
+struct Scenario {
+    name: &'static str,
+    args: Vec<String>,
+    /// JSON field compared, and whether lower is better.
+    metric: &'static str,
+    lower_is_better: bool,
+}
+
+fn scenarios(size: Size) -> Vec<Scenario> {
+    let full = size == Size::Full;
+    let secs = if full { "10" } else { "3" };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let idle_conns = if full { "19000" } else { "2000" };
+    vec![
+        Scenario {
+            name: "private 10k msg/s, 100 users: server CPU per message (µs)",
+            args: s(&[
+                "private", "--users", "100", "--secs", secs, "--rate", "10000",
+            ]),
+            metric: "cpu_us_per_op",
+            lower_is_better: true,
+        },
+        Scenario {
+            name: "private 10k msg/s, 100 users: p99 latency (µs)",
+            args: s(&[
+                "private", "--users", "100", "--secs", secs, "--rate", "10000",
+            ]),
+            metric: "p99_us",
+            lower_is_better: true,
+        },
+        Scenario {
+            name: "private saturation, 100 users, window 8: msg/s",
+            args: s(&["private", "--users", "100", "--secs", secs, "--window", "8"]),
+            metric: "per_s",
+            lower_is_better: false,
+        },
+        Scenario {
+            name: "broadcast 4 senders x 100 users, 2k lines/s: deliveries/s",
+            args: s(&[
+                "broadcast",
+                "--users",
+                "100",
+                "--senders",
+                "4",
+                "--secs",
+                secs,
+                "--rate",
+                "2000",
+            ]),
+            metric: "per_s",
+            lower_is_better: false,
+        },
+        Scenario {
+            name: "connect + login, 32 at once: logins/s",
+            args: s(&["connect", "--concurrency", "32", "--secs", secs]),
+            metric: "per_s",
+            lower_is_better: false,
+        },
+        Scenario {
+            name: "idle connections: server RSS per connection (bytes)",
+            args: s(&["idle", "--conns", idle_conns, "--hold-secs", "2"]),
+            metric: "rss_bytes_per_conn",
+            lower_is_better: true,
+        },
+    ]
+}
+
+/// A server under test.
+enum Server {
+    Switchboard,
+    Reference,
+}
+
+impl Server {
+    fn label(&self) -> &'static str {
+        match self {
+            Server::Switchboard => "switchboard",
+            Server::Reference => "reference",
+        }
+    }
+}
+
+/// A started server: its processes (killed on drop) and telnet address.
+struct Running {
+    telnet: SocketAddr,
+    children: Vec<(String, Child)>,
+    _dir: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A directory removed on drop (xtask keeps its dependencies few: no tempfile crate).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds, runs every scenario on both servers, prints the table.
+pub fn bench(root: &Path, size: Size) -> Result<()> {
+    let mut build = cargo(&["build", "--release", "--bins"]);
+    for p in PACKAGES {
+        build.args(["-p", p]);
+    }
+    run(&mut build)?;
+    let bins = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    let commit = git_commit(root);
+    let out_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let out_path = out_dir.join(format!("{commit}.jsonl"));
+    let mut out = std::fs::File::create(&out_path)?;
+
+    let scenarios = scenarios(size);
+    let mut rows = Vec::new();
+    for (n, scenario) in scenarios.iter().enumerate() {
+        let mut figures = Vec::new();
+        for server in [Server::Switchboard, Server::Reference] {
+            let running = start(&bins, &server, n)?;
+            let report = drive(&bins, &running, &server, scenario)?;
+            writeln!(out, "{report}")?;
+            let figure = report
+                .get(scenario.metric)
+                .and_then(Value::as_f64)
+                .with_context(|| format!("no {} in {report}", scenario.metric))?;
+            let lost = report.get("lost").and_then(Value::as_u64).unwrap_or(0);
+            eprintln!(
+                "xtask bench: {} on {}: {figure:.1} (lost {lost})",
+                scenario.name,
+                server.label()
+            );
+            figures.push((figure, lost));
+        }
+        rows.push((scenario, figures[0], figures[1]));
+    }
+
+    println!("\nSwitchboard vs the reference chat server, commit {commit}, {size:?} run");
+    println!(
+        "{:<62} {:>12} {:>12} {:>8}",
+        "scenario", "switchboard", "reference", "ratio"
+    );
+    for (scenario, (sb, sb_lost), (re, re_lost)) in rows {
+        let ratio = if re > 0.0 { sb / re } else { f64::NAN };
+        let better = if scenario.lower_is_better {
+            "lower"
+        } else {
+            "higher"
+        };
+        let lost = if sb_lost + re_lost > 0 {
+            format!("  lost: {sb_lost} / {re_lost}")
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<62} {sb:>12.1} {re:>12.1} {ratio:>7.2}x  ({better} is better){lost}",
+            scenario.name
+        );
+    }
+    println!("\nraw reports: {}", out_path.display());
+    Ok(())
+}
+
+/// Runs the load generator for `scenario` against `running`; returns its JSON report.
+fn drive(bins: &Path, running: &Running, server: &Server, scenario: &Scenario) -> Result<Value> {
+    let mut cmd = Command::new(bins.join("switchboard-bench"));
+    cmd.args([
+        "--telnet",
+        &running.telnet.to_string(),
+        "--label",
+        server.label(),
+    ]);
+    for (label, child) in &running.children {
+        cmd.args(["--watch", &format!("{label}={}", child.id())]);
+    }
+    for i in 1..=SOURCES {
+        cmd.args(["--source", &format!("127.0.0.{i}")]);
+    }
+    cmd.args(&scenario.args);
+    let output = cmd.output().context("running switchboard-bench")?;
+    if !output.status.success() {
+        bail!(
+            "switchboard-bench {:?} failed: {}",
+            scenario.args,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim()).with_context(|| format!("bad report: {line}"))
+}
+
+/// Starts `server` on fresh ports with a fresh data dir and waits until it greets a user.
+fn start(bins: &Path, server: &Server, n: usize) -> Result<Running> {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "switchboard-bench-{}-{n}-{}",
+        std::process::id(),
+        server.label()
+    )));
+    std::fs::create_dir_all(&dir.0)?;
+    let telnet = free_port()?;
+    let children = match server {
+        Server::Reference => {
+            let child = Command::new(bins.join("chat-reference"))
+                .args(["--listen", &telnet.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting chat-reference")?;
+            vec![("reference".to_owned(), child)]
+        }
+        Server::Switchboard => {
+            let (device, worker) = (free_port()?, free_port()?);
+            let config = dir.0.join("switchboard.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[gateway]\ntelnet_listen = \"{telnet}\"\ndevice_listen = \"{device}\"\n\
+                     worker_listen = \"{worker}\"\n[worker]\ngateways = [\"{worker}\"]\n\
+                     data_dir = {:?}\n",
+                    dir.0.join("data")
+                ),
+            )?;
+            let spawn = |bin: &str| -> Result<Child> {
+                Command::new(bins.join(bin))
+                    .args(["-c"])
+                    .arg(&config)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.0.join(format!("{bin}.log")))?)
+                    .spawn()
+                    .with_context(|| format!("starting {bin}"))
+            };
+            vec![
+                ("gateway".to_owned(), spawn("switchboard-gateway")?),
+                ("worker".to_owned(), spawn("switchboard-worker")?),
+            ]
+        }
+    };
+    let running = Running {
+        telnet,
+        children,
+        _dir: dir,
+    };
+    wait_greeting(telnet)?;
+    Ok(running)
+}
+
+/// Waits until a connection to `telnet` is asked for a nickname.
+fn wait_greeting(telnet: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(stream) = TcpStream::connect(telnet) {
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.contains("nickname") {
+                    return Ok(());
+                }
+                line.clear();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("no server greeted on {telnet} within {START_TIMEOUT:?}")
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn git_commit(root: &Path) -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
