@@ -64,6 +64,8 @@ pub struct WorkerConfig {
     pub memcached_prefix: String,
     /// Where uid and group commands go.
     pub routing: Routing,
+    /// Runtime threads: 1 (the default) runs everything on one thread; 0 one per CPU.
+    pub threads: usize,
     /// memcached servers where gateways announce themselves; the worker links to every
     /// gateway found there as well as to `gateways`, and drops those that leave.
     pub discovery: Vec<String>,
@@ -85,6 +87,7 @@ impl Default for WorkerConfig {
             memcached: vec![DEFAULT_MEMCACHED.to_string()],
             memcached_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
             routing: Routing::Targeted,
+            threads: 1,
             discovery: Vec::new(),
             discovery_prefix: DEFAULT_MEMCACHED_PREFIX.to_string(),
             name: default_name(),

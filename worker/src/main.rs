@@ -114,19 +114,35 @@ fn open_store(config: &WorkerConfig) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(&cli)?;
+async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let store = open_store(&config)?;
     worker::run(config, store, Chat::new(), shutdown).await?;
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    match run(cli).await {
+    let started = load_config(&cli).and_then(|config| {
+        let runtime = match config.threads {
+            // The handler runs one event at a time anyway; on one thread no hand-over
+            // between the links and the handler crosses threads.
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            0 => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build(),
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build(),
+        }
+        .context("cannot start the async runtime")?;
+        runtime.block_on(run(config))
+    });
+    match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
