@@ -9,10 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+
+use futures::future::Either;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use crate::mailbox::{self, TrySendError};
 use crate::router::RouterMsg;
 use crate::server::Context;
 use crate::stats::bump;
@@ -39,7 +43,7 @@ pub enum Outgoing {
 pub struct ClientHandle {
     /// The connection's kind; decides which [`Outbound`] bodies it takes.
     pub kind: ClientKind,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mailbox::Sender<Outgoing>,
     kick: Kick,
 }
 
@@ -65,7 +69,7 @@ impl ClientHandle {
 impl ClientHandle {
     /// A handle whose queue nobody reads, for tests of the router's bookkeeping.
     pub(crate) fn detached(kind: ClientKind) -> ClientHandle {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mailbox::mailbox(1);
         ClientHandle {
             kind,
             tx,
@@ -121,9 +125,9 @@ pub struct Conn {
     /// The connection's id.
     pub id: ClientId,
     /// Its outbound queue.
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: mailbox::Receiver<Outgoing>,
     /// The same queue, for answers the connection gives itself (pong, `!` lines).
-    pub own: mpsc::Sender<Outgoing>,
+    pub own: mailbox::Sender<Outgoing>,
     kick: Kick,
     ctx: Context,
 }
@@ -134,7 +138,7 @@ impl Conn {
     pub async fn open(ctx: &Context, kind: ClientKind, peer: String) -> Option<Conn> {
         let id = ctx.next_client_id();
         bump(&ctx.counters.connections_total);
-        let (tx, rx) = mpsc::channel(ctx.config.client_queue);
+        let (tx, rx) = mailbox::mailbox(ctx.config.client_queue);
         let kick = Kick::default();
         let handle = ClientHandle {
             kind,
@@ -142,7 +146,9 @@ impl Conn {
             kick: kick.clone(),
         };
         let opened = RouterMsg::Opened { id, peer, handle };
-        ctx.router.send(opened).await.ok()?;
+        if !to_router(&ctx.router, opened).await {
+            return None;
+        }
         Some(Conn {
             id,
             rx,
@@ -159,16 +165,13 @@ impl Conn {
 
     /// Hands a message from the client to the router; waits if the router is busy, which
     /// slows this client's reading and nobody else's. `false` when the router is gone.
-    pub async fn inbound(
+    pub fn inbound(
         router: &mpsc::Sender<RouterMsg>,
         id: ClientId,
         body: Inbound,
         seq: u16,
-    ) -> bool {
-        router
-            .send(RouterMsg::Inbound { id, body, seq })
-            .await
-            .is_ok()
+    ) -> ToRouter<'_> {
+        to_router(router, RouterMsg::Inbound { id, body, seq })
     }
 
     /// Resolves when the connection must stop from outside: kicked or shutdown.
@@ -193,10 +196,26 @@ impl Conn {
             }
             _ => tracing::debug!(reason = %end, "closed"),
         }
-        let _ = self
-            .ctx
-            .router
-            .send(RouterMsg::Closed { id: self.id })
-            .await;
+        to_router(&self.ctx.router, RouterMsg::Closed { id: self.id }).await;
+    }
+}
+
+/// What [`to_router`] returns: ready at once, or a boxed wait.
+pub type ToRouter<'a> = Either<Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + 'a>>>;
+
+/// Hands `msg` to the router, waiting while its queue is full; `false` when it is gone.
+///
+/// Not an `async fn`: a connection's task keeps every future it may await inline, and one
+/// holding a `RouterMsg` (device frames are a few hundred bytes) and `Sender::send`'s wait
+/// is over a kilobyte, paid by every idle connection for a wait that happens only when the
+/// router is behind. So the message is queued synchronously when there is room, and only a
+/// real wait is boxed.
+pub fn to_router(router: &mpsc::Sender<RouterMsg>, msg: RouterMsg) -> ToRouter<'_> {
+    match router.try_send(msg) {
+        Ok(()) => Either::Left(ready(true)),
+        Err(mpsc::error::TrySendError::Closed(_)) => Either::Left(ready(false)),
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            Either::Right(Box::pin(async move { router.send(msg).await.is_ok() }))
+        }
     }
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::connection::{Conn, End, Outgoing};
 use crate::heartbeat::{Activity, Heartbeat};
+use crate::mailbox;
 use crate::server::Context;
 use crate::stats::{bump, Counters};
 
@@ -182,7 +183,7 @@ fn error_report(err: FrameError) -> ErrorReport {
 /// until it is acked or given up, so the device sees chat frames in order and one at a time.
 async fn write_queue(
     wr: &mut (impl AsyncWrite + Unpin),
-    rx: &mut mpsc::Receiver<Outgoing>,
+    rx: &mut mailbox::Receiver<Outgoing>,
     chores: &mut mpsc::Receiver<Chore>,
     id: ClientId,
     counters: &Counters,
@@ -289,7 +290,7 @@ impl Encoder {
     fn batch(
         &mut self,
         first: Outgoing,
-        rx: &mut mpsc::Receiver<Outgoing>,
+        rx: &mut mailbox::Receiver<Outgoing>,
         id: ClientId,
         counters: &Counters,
     ) -> bool {
@@ -301,7 +302,7 @@ impl Encoder {
             if self.inflight.busy() || self.buf.len() >= WRITE_BATCH {
                 break;
             }
-            item = rx.try_recv().ok();
+            item = rx.try_recv();
         }
         false
     }

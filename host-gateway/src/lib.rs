@@ -13,6 +13,7 @@ mod connection;
 mod delivery;
 mod device_conn;
 mod heartbeat;
+mod mailbox;
 mod registry;
 mod router;
 mod serial;

@@ -11,12 +11,13 @@ use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::connection::{Conn, End, Outgoing};
 use crate::heartbeat::{Activity, Heartbeat, Touching};
+use crate::mailbox;
 use crate::router::RouterMsg;
 use crate::server::Context;
 use crate::stats::{bump, Counters};
@@ -24,8 +25,12 @@ use crate::telnet::{TelnetDecoder, TelnetItem};
 
 /// How long the last line (`! disconnected: ...`) may take before the socket is cut.
 const LAST_WORDS: Duration = Duration::from_secs(1);
+/// First size of a connection's read buffer: a typed chat line fits.
+const READ_BUFFER: usize = 256;
 /// Bytes gathered from the queue into one write; bounds the write buffer.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Write buffer a connection keeps between writes; a bigger one (after a burst) is freed.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Telnet's no-operation command: the heartbeat ping. Telnet clients ignore it and show
 /// nothing; on a dead peer the write fails in the end and the connection closes.
 const IAC_NOP: [u8; 2] = [0xff, 0xf1];
@@ -53,15 +58,16 @@ async fn run(mut conn: Conn, stream: TcpStream) {
     // Any byte counts as hearing from the user: a keystroke, a partial line, negotiation.
     let activity = Arc::new(Activity::default());
     let rd = Touching::new(rd, activity.clone());
-    let mut lines = FramedRead::new(rd, TelnetDecoder::new(ctx.config.max_line));
-    // One pending ping is enough; a second one while it waits adds nothing.
-    let (nop_tx, mut nop_rx) = mpsc::channel(1);
+    // A small first buffer: an idle user should cost little (FramedRead's default is 8 KiB);
+    // it grows for a long line, up to `max_line`.
+    let mut lines =
+        FramedRead::with_capacity(rd, TelnetDecoder::new(ctx.config.max_line), READ_BUFFER);
+    // One pending ping is enough (a Notify keeps one permit); no allocation for it.
+    let nop = Notify::new();
     let end = {
         let reader = read_lines(&mut lines, conn.id, &conn.own, &ctx);
-        let writer = write_queue(&mut wr, &mut conn.rx, &mut nop_rx, conn.id, &ctx.counters);
-        let heartbeat = Heartbeat::telnet(&ctx.config).run(&activity, || {
-            let _ = nop_tx.try_send(());
-        });
+        let writer = write_queue(&mut wr, &mut conn.rx, &nop, conn.id, &ctx.counters);
+        let heartbeat = Heartbeat::telnet(&ctx.config).run(&activity, || nop.notify_one());
         tokio::select! {
             end = reader => end,
             end = writer => end,
@@ -88,7 +94,7 @@ async fn run(mut conn: Conn, stream: TcpStream) {
 async fn read_lines(
     lines: &mut FramedRead<Touching<OwnedReadHalf>, TelnetDecoder>,
     id: ClientId,
-    own: &mpsc::Sender<Outgoing>,
+    own: &mailbox::Sender<Outgoing>,
     ctx: &Context,
 ) -> End {
     let router: &mpsc::Sender<RouterMsg> = &ctx.router;
@@ -116,8 +122,8 @@ async fn read_lines(
 /// Writes queued items, batching whatever is ready into one write, and heartbeat pings.
 async fn write_queue(
     wr: &mut (impl AsyncWrite + Unpin),
-    rx: &mut mpsc::Receiver<Outgoing>,
-    nops: &mut mpsc::Receiver<()>,
+    rx: &mut mailbox::Receiver<Outgoing>,
+    nops: &Notify,
     id: ClientId,
     counters: &Counters,
 ) -> End {
@@ -129,7 +135,7 @@ async fn write_queue(
                 Some(item) => item,
                 None => return End::ClosedByWorker,
             },
-            Some(()) = nops.recv() => {
+            () = nops.notified() => {
                 if let Err(err) = wr.write_all(&IAC_NOP).await {
                     return End::Io(err);
                 }
@@ -144,10 +150,14 @@ async fn write_queue(
             if close || buf.len() >= WRITE_BATCH {
                 break;
             }
-            item = rx.try_recv().ok();
+            item = rx.try_recv();
         }
         if let Err(err) = wr.write_all(&buf).await {
             return End::Io(err);
+        }
+        if buf.capacity() > KEEP_WRITE_BUFFER {
+            // A burst is over: an idle connection should not keep its peak buffer.
+            buf = Vec::new();
         }
         if close {
             return End::ClosedByWorker;
