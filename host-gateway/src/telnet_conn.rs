@@ -64,16 +64,14 @@ async fn run(mut conn: Conn, stream: TcpStream) {
         FramedRead::with_capacity(rd, TelnetDecoder::new(ctx.config.max_line), READ_BUFFER);
     // One pending ping is enough (a Notify keeps one permit); no allocation for it.
     let nop = Notify::new();
-    let end = {
-        let reader = read_lines(&mut lines, conn.id, &conn.own, &ctx);
-        let writer = write_queue(&mut wr, &mut conn.rx, &nop, conn.id, &ctx.counters);
-        let heartbeat = Heartbeat::telnet(&ctx.config).run(&activity, || nop.notify_one());
-        tokio::select! {
-            end = reader => end,
-            end = writer => end,
-            end = heartbeat => end,
-            end = Conn::stopped(&kick, &ctx.shutdown) => end,
-        }
+    // The futures are built inside `select!`: built first into locals, they would take
+    // their room in this task twice (once as locals, once in the select), for every user.
+    let heartbeat = Heartbeat::telnet(&ctx.config);
+    let end = tokio::select! {
+        end = read_lines(&mut lines, conn.id, &conn.own, &ctx) => end,
+        end = write_queue(&mut wr, &mut conn.rx, &nop, conn.id, &ctx.counters) => end,
+        end = heartbeat.run(&activity, || nop.notify_one()) => end,
+        end = Conn::stopped(&kick, &ctx.shutdown) => end,
     };
     let last = match end {
         End::TooSlow => Some("! disconnected: too slow\r\n"),
