@@ -20,12 +20,19 @@ pub struct Bins {
     pub worker: PathBuf,
     /// The simulated device.
     pub device: PathBuf,
-    /// The load tool.
-    pub load: PathBuf,
+    /// The load generator (`bench/`).
+    pub bench: PathBuf,
+    /// The reference chat server the benchmarks compare with (`bench/`).
+    pub reference: PathBuf,
 }
 
 /// Packages whose binaries the tests run.
-const PACKAGES: &[&str] = &["switchboard-gateway", "switchboard-worker", "hil-tests"];
+const PACKAGES: &[&str] = &[
+    "switchboard-gateway",
+    "switchboard-worker",
+    "hil-tests",
+    "switchboard-bench",
+];
 
 /// The workspace root: this crate's parent.
 pub fn workspace_root() -> PathBuf {
@@ -81,7 +88,8 @@ fn build() -> Result<Bins, String> {
         gateway: dir.join("switchboard-gateway"),
         worker: dir.join("switchboard-worker"),
         device: dir.join("switchboard-device"),
-        load: dir.join("switchboard-load"),
+        bench: dir.join("switchboard-bench"),
+        reference: dir.join("chat-reference"),
     };
     for p in [&bins.gateway, &bins.worker, &bins.device] {
         if !p.is_file() {
