@@ -36,70 +36,75 @@ pub enum Size {
     Quick,
 }
 
-/// One scenario: its `switchboard-bench` arguments and the figure the table compares.
+/// One scenario: its `switchboard-bench` arguments and the figures the table compares.
 struct Scenario {
     name: &'static str,
     args: Vec<String>,
-    /// JSON field compared, and whether lower is better.
-    metric: &'static str,
-    lower_is_better: bool,
+    /// (JSON field, what it is, lower is better).
+    metrics: &'static [(&'static str, &'static str, bool)],
 }
+
+const CPU: (&str, &str, bool) = ("cpu_us_per_op", "server CPU per message (µs)", true);
+const P99: (&str, &str, bool) = ("p99_us", "p99 latency (µs)", true);
+const RATE: (&str, &str, bool) = ("per_s", "delivered/s", false);
 
 fn scenarios(size: Size) -> Vec<Scenario> {
     let full = size == Size::Full;
     let secs = if full { "10" } else { "3" };
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let idle_conns = if full { "19000" } else { "2000" };
+    let broadcast = |rate: &str| {
+        s(&[
+            "broadcast",
+            "--users",
+            "100",
+            "--senders",
+            "4",
+            "--secs",
+            secs,
+            "--rate",
+            rate,
+        ])
+    };
     vec![
         Scenario {
-            name: "private 10k msg/s, 100 users: server CPU per message (µs)",
+            name: "private 10k msg/s, 100 users",
             args: s(&[
                 "private", "--users", "100", "--secs", secs, "--rate", "10000",
             ]),
-            metric: "cpu_us_per_op",
-            lower_is_better: true,
+            metrics: &[CPU, P99],
         },
         Scenario {
-            name: "private 10k msg/s, 100 users: p99 latency (µs)",
-            args: s(&[
-                "private", "--users", "100", "--secs", secs, "--rate", "10000",
-            ]),
-            metric: "p99_us",
-            lower_is_better: true,
-        },
-        Scenario {
-            name: "private saturation, 100 users, window 8: msg/s",
+            name: "private saturation, 100 users, window 8",
             args: s(&["private", "--users", "100", "--secs", secs, "--window", "8"]),
-            metric: "per_s",
-            lower_is_better: false,
+            metrics: &[RATE, CPU],
         },
         Scenario {
-            name: "broadcast 4 senders x 100 users, 2k lines/s: deliveries/s",
-            args: s(&[
-                "broadcast",
-                "--users",
-                "100",
-                "--senders",
-                "4",
-                "--secs",
-                secs,
-                "--rate",
-                "2000",
-            ]),
-            metric: "per_s",
-            lower_is_better: false,
+            name: "broadcast 4 senders x 100 users, 2k lines/s",
+            args: broadcast("2000"),
+            metrics: &[RATE, P99],
         },
         Scenario {
-            name: "connect + login, 32 at once: logins/s",
+            name: "broadcast 4 senders x 100 users, 10k lines/s",
+            args: broadcast("10000"),
+            metrics: &[RATE],
+        },
+        Scenario {
+            name: "connect + login, 32 at once",
             args: s(&["connect", "--concurrency", "32", "--secs", secs]),
-            metric: "per_s",
-            lower_is_better: false,
+            metrics: &[
+                ("per_s", "logins/s", false),
+                ("cpu_us_per_op", "server CPU per login (µs)", true),
+            ],
         },
         Scenario {
-            name: "idle connections: server RSS per connection (bytes)",
+            name: "idle connections",
             args: s(&["idle", "--conns", idle_conns, "--hold-secs", "2"]),
-            metric: "rss_bytes_per_conn",
-            lower_is_better: true,
+            metrics: &[(
+                "rss_bytes_per_conn",
+                "server RSS per connection (bytes)",
+                true,
+            )],
         },
     ]
 }
@@ -164,47 +169,45 @@ pub fn bench(root: &Path, size: Size) -> Result<()> {
     let scenarios = scenarios(size);
     let mut rows = Vec::new();
     for (n, scenario) in scenarios.iter().enumerate() {
-        let mut figures = Vec::new();
+        let mut reports = Vec::new();
         for server in [Server::Switchboard, Server::Reference] {
             let running = start(&bins, &server, n)?;
             let report = drive(&bins, &running, &server, scenario)?;
             writeln!(out, "{report}")?;
-            let figure = report
-                .get(scenario.metric)
-                .and_then(Value::as_f64)
-                .with_context(|| format!("no {} in {report}", scenario.metric))?;
-            let lost = report.get("lost").and_then(Value::as_u64).unwrap_or(0);
             eprintln!(
-                "xtask bench: {} on {}: {figure:.1} (lost {lost})",
+                "xtask bench: {} on {}: {report}",
                 scenario.name,
                 server.label()
             );
-            figures.push((figure, lost));
+            reports.push(report);
         }
-        rows.push((scenario, figures[0], figures[1]));
+        for &(field, what, lower_is_better) in scenario.metrics {
+            let figure = |r: &Value| r.get(field).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let lost = |r: &Value| r.get("lost").and_then(Value::as_u64).unwrap_or(0);
+            rows.push((
+                format!("{}: {what}", scenario.name),
+                figure(&reports[0]),
+                figure(&reports[1]),
+                lower_is_better,
+                lost(&reports[0]) + lost(&reports[1]),
+            ));
+        }
     }
 
     println!("\nSwitchboard vs the reference chat server, commit {commit}, {size:?} run");
     println!(
-        "{:<62} {:>12} {:>12} {:>8}",
+        "{:<76} {:>12} {:>12} {:>8}",
         "scenario", "switchboard", "reference", "ratio"
     );
-    for (scenario, (sb, sb_lost), (re, re_lost)) in rows {
+    for (name, sb, re, lower_is_better, lost) in rows {
         let ratio = if re > 0.0 { sb / re } else { f64::NAN };
-        let better = if scenario.lower_is_better {
-            "lower"
-        } else {
-            "higher"
-        };
-        let lost = if sb_lost + re_lost > 0 {
-            format!("  lost: {sb_lost} / {re_lost}")
+        let better = if lower_is_better { "lower" } else { "higher" };
+        let lost = if lost > 0 {
+            format!("  lost: {lost}")
         } else {
             String::new()
         };
-        println!(
-            "{:<62} {sb:>12.1} {re:>12.1} {ratio:>7.2}x  ({better} is better){lost}",
-            scenario.name
-        );
+        println!("{name:<76} {sb:>12.1} {re:>12.1} {ratio:>7.2}x  ({better} is better){lost}");
     }
     println!("\nraw reports: {}", out_path.display());
     Ok(())
