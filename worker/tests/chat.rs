@@ -55,10 +55,11 @@ async fn greeting_nickname_line_and_leaving() {
         let commands = link.handle(connect(USER_A, ClientKind::Telnet)).await;
         assert_eq!(
             commands,
-            [
-                to_client(USER_A, "Welcome to Switchboard chat."),
-                to_client(USER_A, "Please enter your nickname:")
-            ]
+            [to_client(
+                USER_A,
+                "Welcome to Switchboard chat.\r\nPlease enter your nickname:"
+            )],
+            "the greeting and the prompt: two lines, one command"
         );
 
         let commands = link.handle(line(USER_A, session(&[]), "  alice ")).await;

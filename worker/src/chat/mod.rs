@@ -79,8 +79,8 @@ impl Handler for Chat {
         if kind.is_device() {
             return Ok(()); // a device introduces itself with its hello frame
         }
-        tell(cx, client, GREETING).await?;
-        tell(cx, client, ASK_NICK).await
+        // Two lines in one command: one link message and one write for every connect.
+        tell(cx, client, format!("{GREETING}\r\n{ASK_NICK}")).await
     }
 
     async fn on_message(&mut self, cx: &Context, client: ClientId, line: String) -> HandlerResult {
