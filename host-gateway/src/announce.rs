@@ -65,27 +65,30 @@ pub async fn run(announcement: Announcement, shutdown: CancellationToken) {
     round(servers, &announcement, withdraw).await;
 }
 
-/// Runs `op` against every server, each on a blocking thread (the client is synchronous).
+/// Runs `op` against every server at once, each on its own blocking thread (the client is
+/// synchronous): a dead server's timeouts must not delay the rewrite on the live ones past
+/// the record's time-to-live.
 async fn round(
     servers: Vec<Server>,
     announcement: &Announcement,
     op: fn(&Client, &Announcement) -> Result<(), AnnounceError>,
 ) -> Vec<Server> {
-    let urls = announcement.servers.clone();
-    let announcement = announcement.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let mut servers = servers;
-        for server in &mut servers {
+    let jobs = servers.into_iter().map(|mut server| {
+        let announcement = announcement.clone();
+        let url = server.url.clone();
+        let job = tokio::task::spawn_blocking(move || {
             let result = server
                 .connect()
                 .map_err(AnnounceError::from)
                 .and_then(|client| op(client, &announcement));
             server.outcome(result);
-        }
-        servers
+            server
+        });
+        // A panic in the client (none known) costs that server's connection, not the
+        // announcing.
+        async move { job.await.unwrap_or_else(|_| fresh(&[url]).remove(0)) }
     });
-    // A panic in the client (none known) costs the connections, not the announcing.
-    work.await.unwrap_or_else(|_| fresh(&urls))
+    futures::future::join_all(jobs).await
 }
 
 /// Unconnected clients for `urls`.

@@ -66,7 +66,8 @@ pub fn mailbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     )
 }
 
-/// The sending side; clone it for each sender.
+/// The sending side; clone it for each sender. When every sender is gone the reader sees
+/// the end (a connection keeps one for its own answers, so its queue ends with it).
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
@@ -97,7 +98,7 @@ impl<T> Drop for Sender<T> {
 impl<T> Sender<T> {
     /// Queues `item` unless the queue is full or the reader is gone.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
+        let was_empty = {
             let mut queue = self.shared.lock();
             if queue.reader_gone {
                 return Err(TrySendError::Closed(item));
@@ -106,8 +107,13 @@ impl<T> Sender<T> {
                 return Err(TrySendError::Full(item));
             }
             queue.items.push_back(item);
+            queue.items.len() == 1
+        };
+        // The reader drains everything before it waits, so only the first item of a burst
+        // needs to wake it.
+        if was_empty {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         Ok(())
     }
 }

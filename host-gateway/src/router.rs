@@ -131,7 +131,8 @@ const RETRY_PENDING: Duration = Duration::from_millis(50);
 /// one pass over the held events, not one each.
 const BATCH: usize = 256;
 /// Route changes per message of a table snapshot: a 19k-user gateway's table goes in five
-/// messages of ~50 KB rather than one that holds up the link's events.
+/// messages of ~50 KB rather than one of 250 KB, which bounds the worker's decode buffer and
+/// how long it holds its table's lock applying one.
 const SNAPSHOT_CHUNK: usize = 4096;
 
 /// The router's state.
@@ -263,6 +264,9 @@ impl Router {
     /// Hands an event to a worker or holds it. `busy_seq` is set for a client's message:
     /// that one is refused (the client is told) rather than held past the limit.
     fn emit(&mut self, event: Event, busy_seq: Option<u16>) {
+        // A worker must see every route change made before this event (a bind, a join)
+        // before the event itself, or it could act on an older table.
+        self.publish_routes();
         let client = event.client();
         if self.delivery.emit(event, busy_seq.is_some()) {
             return;

@@ -13,6 +13,7 @@
 //! duplicate). It stays registered, so the handler's commands and acks still
 //! go out, until [`Stop::close`]; then its writer drains and closes the socket.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,22 +111,25 @@ fn codec() -> LengthDelimitedCodec {
 /// Runs one link until leaving: connects, serves, reconnects. `events` is weak so that
 /// the runtime's queue closes once the runtime and the links that are still reading let go.
 ///
-/// `retire` ends the task the next time it is not linked (the gateway left the discovery
-/// records): a link that is up stays up, since it is the best proof the gateway lives.
+/// `retire` set ends the task the next time it is not linked (the gateway left the
+/// discovery records; cleared again if it comes back): a link that is up stays up, since it
+/// is the best proof the gateway lives.
 pub(crate) async fn run_link(
     params: LinkParams,
     gateway: Gateway,
     events: mpsc::WeakSender<Delivery>,
     stop: Stop,
-    retire: CancellationToken,
+    retire: Arc<AtomicBool>,
 ) {
     let addr = params.addr.as_str();
     let mut backoff = INITIAL_BACKOFF;
     let mut failures = 0u32;
     loop {
+        if retire.load(Ordering::Relaxed) {
+            return;
+        }
         let attempt = tokio::select! {
             _ = stop.leave.cancelled() => return,
-            _ = retire.cancelled() => return,
             attempt = handshake(&params) => attempt,
         };
         let delay = match attempt {
@@ -160,7 +164,6 @@ pub(crate) async fn run_link(
         };
         tokio::select! {
             _ = stop.leave.cancelled() => return,
-            _ = retire.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -228,7 +231,7 @@ async fn serve(
     let (sink, stream) = transport.split();
     let mut writer = tokio::spawn(write_loop(sink, rx));
     let ended = tokio::select! {
-        ended = read_loop(stream, id, &tx, gateway, events, stop) => ended,
+        ended = read_loop(stream, id, serial, &tx, gateway, events, stop) => ended,
         written = &mut writer => match written {
             Ok(Err(err)) => ReadEnd::Lost(err),
             _ => ReadEnd::Lost(LinkError::Closed),
@@ -269,9 +272,14 @@ async fn serve(
 
 /// Reads until the link breaks, the gateway is done after our `Leaving`, or [`Stop::close`].
 /// Owns `events` so the runtime's queue sees this link stop reading.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one link's read side: every argument is a different part of the link"
+)]
 async fn read_loop(
     mut stream: SplitStream<Transport>,
     id: u16,
+    serial: u64,
     tx: &mpsc::Sender<WorkerToGateway>,
     gateway: &Gateway,
     events: mpsc::Sender<Delivery>,
@@ -333,7 +341,7 @@ async fn read_loop(
             }
             Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),
             Ok(GatewayToWorker::Routes { changes, synced }) => {
-                gateway.apply_routes(id, changes, synced)
+                gateway.apply_routes(id, serial, changes, synced)
             }
             Ok(other) => {
                 tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")

@@ -8,12 +8,13 @@
 //! unlinks nobody. What a link does is `link.rs`'s; reading the records is `discovery.rs`'s.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::discovery::LOOKUP_EVERY_MS;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
 use crate::discovery::Discovery;
@@ -23,7 +24,7 @@ use crate::link::{run_link, Delivery, LinkParams, Stop};
 /// One link task.
 struct LinkTask {
     task: JoinHandle<()>,
-    retire: CancellationToken,
+    retire: Arc<AtomicBool>,
     /// From the static list: never retired.
     fixed: bool,
 }
@@ -43,6 +44,8 @@ impl LinkSet {
     fn ensure(&mut self, addr: &str, fixed: bool) {
         if let Some(task) = self.tasks.get(addr) {
             if !task.task.is_finished() {
+                // Back in the records after a flicker: it must not retire after all.
+                task.retire.store(false, Ordering::Relaxed);
                 return;
             }
         }
@@ -54,7 +57,7 @@ impl LinkSet {
             secret: self.secret.clone(),
             name: self.name.clone(),
         };
-        let retire = CancellationToken::new();
+        let retire = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(run_link(
             params,
             self.gateway.clone(),
@@ -78,9 +81,8 @@ impl LinkSet {
             if task.fixed || wanted.contains(addr.as_str()) {
                 return true;
             }
-            if !task.retire.is_cancelled() {
+            if !task.retire.swap(true, Ordering::Relaxed) {
                 tracing::info!(addr = %addr, "gateway left the discovery records; unlinking once its link is down");
-                task.retire.cancel();
             }
             !task.task.is_finished()
         });
@@ -142,7 +144,14 @@ pub(crate) async fn run(
                         tracing::info!("discovery answers again");
                     }
                     let wanted: BTreeSet<&str> = found.values().map(String::as_str).collect();
-                    for addr in &wanted {
+                    // A gateway already linked from another address (listed statically under
+                    // another name, or announced anew while its old link is up) gets no
+                    // second link: two links for one gateway id would fight over its table.
+                    let linked = set.gateway.linked_gateways();
+                    for (id, addr) in &found {
+                        if linked.contains(id) && !set.tasks.contains_key(addr.as_str()) {
+                            continue;
+                        }
                         set.ensure(addr, false);
                     }
                     set.keep_only(&wanted);

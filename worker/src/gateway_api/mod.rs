@@ -158,9 +158,22 @@ impl Gateway {
         lock(&self.inner.pending).retain(|_, pending| pending.serial != serial);
     }
 
-    /// A gateway's route changes arrived.
-    pub(crate) fn apply_routes(&self, gateway: u16, changes: Vec<RouteChange>, synced: bool) {
-        lock(&self.inner.routes).apply(gateway, changes, synced);
+    /// Route changes arrived on link `serial` of `gateway`; ignored unless that link is the
+    /// gateway's current one (a replaced link's table is not the new link's).
+    pub(crate) fn apply_routes(
+        &self,
+        gateway: u16,
+        serial: u64,
+        changes: Vec<RouteChange>,
+        synced: bool,
+    ) {
+        let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
+        if links
+            .get(&gateway)
+            .is_some_and(|link| link.serial == serial)
+        {
+            lock(&self.inner.routes).apply(gateway, changes, synced);
+        }
     }
 
     /// A reply arrived; hands it to the query waiting for it, if it still waits.
@@ -375,7 +388,9 @@ impl Gateway {
 
     /// `joinGroup`.
     pub async fn join_group(&self, client: ClientId, group: &str) -> Result<(), GatewayError> {
-        lock(&self.inner.routes).joined(group, client.gateway());
+        if self.inner.targeted {
+            lock(&self.inner.routes).joined(group, client.gateway());
+        }
         self.command_to(
             client.gateway(),
             Command::JoinGroup {

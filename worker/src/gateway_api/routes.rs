@@ -6,8 +6,14 @@
 //! not arrived yet (just linked) counts as holding everything. A uid no gateway is known to
 //! hold is sent to every gateway, and asked of every gateway by `is_uid_online`: a bind
 //! made a moment ago by another worker may not have reached us yet, and a private message
-//! must not be lost to that. Groups take this worker's own joins at once (the gateway's
-//! confirmation follows), so a join followed by a send to the group reaches the new member.
+//! must not be lost to that. Groups take this worker's own joins at once, kept apart from
+//! what gateways report until the gateway confirms them (its `GroupUp`) or its link goes, so
+//! a join followed by a send to the group reaches the new member even when a `GroupDown` of
+//! the group's previous last member is still on its way.
+//!
+//! What stays open: between gateways there is no order, so a uid that just moved from one
+//! gateway to another may be routed to the old one for one link round trip, and a message
+//! there is not delivered — the same window as asking the gateways and then sending.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -27,6 +33,11 @@ pub(crate) enum Targets {
 pub(crate) struct Routes {
     uids: HashMap<String, BTreeSet<u16>>,
     groups: HashMap<String, BTreeSet<u16>>,
+    /// This worker's joins the gateway has not confirmed with a `GroupUp` (only a group's
+    /// first member is one). An unconfirmed join stays until that gateway's next `GroupUp`
+    /// for the group or its link goes, costing at most one needless message per send to
+    /// that group while the group is empty there; bounded by the group names.
+    joins: HashMap<String, BTreeSet<u16>>,
     /// Gateways whose whole table has arrived.
     synced: BTreeSet<u16>,
 }
@@ -51,7 +62,10 @@ impl Routes {
             match change {
                 RouteChange::UidUp(uid) => add(&mut self.uids, uid, gateway),
                 RouteChange::UidDown(uid) => remove(&mut self.uids, &uid, gateway),
-                RouteChange::GroupUp(group) => add(&mut self.groups, group, gateway),
+                RouteChange::GroupUp(group) => {
+                    remove(&mut self.joins, &group, gateway);
+                    add(&mut self.groups, group, gateway)
+                }
                 RouteChange::GroupDown(group) => remove(&mut self.groups, &group, gateway),
             }
         }
@@ -64,7 +78,7 @@ impl Routes {
     /// over with a fresh table).
     pub(crate) fn forget(&mut self, gateway: u16) {
         self.synced.remove(&gateway);
-        for map in [&mut self.uids, &mut self.groups] {
+        for map in [&mut self.uids, &mut self.groups, &mut self.joins] {
             map.retain(|_, set| {
                 set.remove(&gateway);
                 !set.is_empty()
@@ -74,7 +88,7 @@ impl Routes {
 
     /// This worker made `gateway` add a member to `group`.
     pub(crate) fn joined(&mut self, group: &str, gateway: u16) {
-        add(&mut self.groups, group.to_owned(), gateway);
+        add(&mut self.joins, group.to_owned(), gateway);
     }
 
     /// Whether a gateway is known to hold `uid` (a linked one: the caller checks).
@@ -111,8 +125,10 @@ impl Routes {
     ) -> Targets {
         let mut targets = self.unsynced(linked);
         for group in groups {
-            if let Some(holders) = self.groups.get(group) {
-                targets.extend(holders);
+            for map in [&self.groups, &self.joins] {
+                if let Some(holders) = map.get(group) {
+                    targets.extend(holders);
+                }
             }
         }
         Targets::Some(targets)
@@ -170,5 +186,27 @@ mod tests {
         assert_eq!(routes.for_groups(["empty", "g"], &linked), set(&[1, 2]));
         routes.apply(1, vec![GroupDown("g".into())], true);
         assert_eq!(routes.for_groups(["g"], &linked), set(&[]));
+    }
+
+    #[test]
+    fn an_own_join_survives_a_late_group_down_until_confirmed() {
+        let mut routes = Routes::default();
+        let linked = [1];
+        routes.apply(1, vec![GroupUp("g".into())], true);
+        // The last member leaves on gateway 1 while this worker joins a new one there.
+        routes.joined("g", 1);
+        routes.apply(1, vec![GroupDown("g".into())], true);
+        assert_eq!(
+            routes.for_groups(["g"], &linked),
+            set(&[1]),
+            "the join still counts"
+        );
+        routes.apply(1, vec![GroupUp("g".into())], true);
+        routes.apply(1, vec![GroupDown("g".into())], true);
+        assert_eq!(
+            routes.for_groups(["g"], &linked),
+            set(&[]),
+            "confirmed, then gone"
+        );
     }
 }
