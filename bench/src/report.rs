@@ -42,6 +42,12 @@ pub struct Report {
     pub cpu_us_per_op: f64,
     /// Server RSS growth per connection (idle), bytes.
     pub rss_bytes_per_conn: f64,
+    /// Server RSS before the load, KiB (overload).
+    pub rss_kib_start: u64,
+    /// Highest server RSS seen during the load, KiB (overload).
+    pub rss_kib_peak: u64,
+    /// Server RSS after the load and a settling pause, KiB (overload).
+    pub rss_kib_settled: u64,
     /// What the server processes spent.
     pub server: Usage,
 }

@@ -24,6 +24,17 @@ const SCENARIOS: &[&[&str]] = &[
         "50",
     ],
     &["connect", "--concurrency", "2", "--secs", "0.5"],
+    &[
+        "overload",
+        "--users",
+        "4",
+        "--secs",
+        "0.5",
+        "--window",
+        "20",
+        "--settle-secs",
+        "0.2",
+    ],
     &["idle", "--conns", "20", "--hold-secs", "0.1"],
 ];
 

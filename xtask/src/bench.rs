@@ -90,6 +90,17 @@ fn scenarios(size: Size) -> Vec<Scenario> {
             metrics: &[RATE],
         },
         Scenario {
+            name: "overload: 100 users, window 1000, then 5 s quiet",
+            args: s(&[
+                "overload", "--users", "100", "--secs", secs, "--window", "1000",
+            ]),
+            metrics: &[
+                ("rss_kib_start", "server RSS before (KiB)", true),
+                ("rss_kib_peak", "server RSS peak (KiB)", true),
+                ("rss_kib_settled", "server RSS after (KiB)", true),
+            ],
+        },
+        Scenario {
             name: "connect + login, 32 at once",
             args: s(&["connect", "--concurrency", "32", "--secs", secs]),
             metrics: &[

@@ -7,6 +7,7 @@
 //!     private --users 100 --secs 10 --rate 10000
 //! switchboard-bench broadcast --users 100 --senders 4 --rate 2000
 //! switchboard-bench connect --concurrency 32 --secs 5
+//! switchboard-bench overload --users 100 --window 1000 --secs 5
 //! switchboard-bench --source 127.0.0.1 --source 127.0.0.2 idle --conns 19000
 //! ```
 //!
@@ -15,7 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bench::procstat::Watched;
-use bench::scenario::{broadcast, connect, idle, private, Common};
+use bench::scenario::{broadcast, connect, idle, overload, private, Common};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -87,6 +88,18 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Private messages far past saturation, then silence: memory peak and settled, losses.
+    Overload {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Messages in flight per user: deep, so the server is the limit.
+        #[arg(long, default_value_t = 1000)]
+        window: usize,
+        #[arg(long, default_value_t = 5.0)]
+        settle_secs: f64,
+    },
     /// Hold many idle connections and measure the server's memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -147,6 +160,20 @@ async fn main() -> anyhow::Result<()> {
                 drain_secs,
             };
             broadcast::run(&common, &cfg).await?
+        }
+        Scenario::Overload {
+            users,
+            secs,
+            window,
+            settle_secs,
+        } => {
+            let cfg = overload::Overload {
+                users,
+                secs,
+                window,
+                settle_secs,
+            };
+            overload::run(&common, &cfg).await?
         }
         Scenario::Connect { concurrency, secs } => {
             connect::run(&common, &connect::Connect { concurrency, secs }).await?

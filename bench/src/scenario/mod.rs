@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod connect;
 pub mod idle;
+pub mod overload;
 pub mod private;
 
 use std::net::{IpAddr, SocketAddr};

@@ -110,7 +110,8 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
         secs: sending.as_secs_f64(),
         sent,
         delivered,
-        lost: sent.saturating_sub(delivered),
+        // A `!` line refused a message: it was never accepted, so it is not lost.
+        lost: sent.saturating_sub(delivered + counts.errors.load(Ordering::Relaxed)),
         errors: counts.errors.load(Ordering::Relaxed),
         per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
         cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
