@@ -54,23 +54,6 @@ fn start(lab: &NetLab, dir: &Path, host: &str, program: &Path, config: &str) -> 
     lab.spawn(host, host, program, &args, &log)
 }
 
-async fn user(spec: &GatewaySpec, nick: &str) -> TelnetUser {
-    let mut user = TelnetUser::connect(spec.telnet, nick)
-        .await
-        .unwrap_or_else(|e| panic!("{nick}: connect {}: {e}", spec.telnet));
-    user.login(nick).await;
-    user
-}
-
-/// Private both ways and a broadcast both ways.
-async fn chat(a: &mut TelnetUser, b: &mut TelnetUser, what: &str) {
-    a.whisper_and_wait(b, &format!("{what} (private)")).await;
-    b.whisper_and_wait(a, &format!("{what} (private back)"))
-        .await;
-    a.say_and_wait(b, &format!("{what} (to all)")).await;
-    b.say_and_wait(a, &format!("{what} (to all, back)")).await;
-}
-
 /// `DEV:ping` answered with `pong`, within `limit` (retrying while the device rejoins).
 async fn ping_device(user: &mut TelnetUser, dev: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -184,14 +167,16 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
     let _dev1 = device("dev1", &gw1, &gw2);
     let _dev2 = device("dev2", &gw2, &gw1);
 
-    let mut alice = user(&gw1, "alice").await;
-    let mut bob = user(&gw2, "bob").await;
+    let mut alice = gw1.user("alice").await;
+    let mut bob = gw2.user("bob").await;
     assert_ne!(
         alice.uid(),
         bob.uid(),
         "human uids are unique across workers"
     );
-    chat(&mut alice, &mut bob, "alice on gw1, bob on gw2").await;
+    alice
+        .chat_both_ways(&mut bob, "alice on gw1, bob on gw2")
+        .await;
     steps.done("alice (gw1) and bob (gw2): private and broadcast both ways");
     ping_device(&mut alice, "dev2", READY).await;
     ping_device(&mut bob, "dev1", READY).await;
@@ -208,9 +193,11 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
         wait_workers(spec, 1).await;
     }
     steps.done("worker w1 killed (SIGKILL); each gateway has 1 worker left");
-    chat(&mut alice, &mut bob, "after w1 died").await;
-    let mut carol = user(&gw1, "carol").await;
-    chat(&mut carol, &mut bob, "carol joins gw1 after w1 died").await;
+    alice.chat_both_ways(&mut bob, "after w1 died").await;
+    let mut carol = gw1.user("carol").await;
+    carol
+        .chat_both_ways(&mut bob, "carol joins gw1 after w1 died")
+        .await;
     steps.done("chat across the gateways goes on through w2; a newcomer on gw1 is served");
 
     // A gateway dies: its users reconnect to the other one, its device fails over.
@@ -220,8 +207,8 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
     carol.expect_closed(Duration::from_secs(5)).await;
     ping_device(&mut bob, "dev1", REJOIN).await;
     steps.done("dev1 failed over to gw2 and answers bob");
-    let mut alice = user(&gw2, "alice").await;
-    chat(&mut alice, &mut bob, "alice back, on gw2").await;
+    let mut alice = gw2.user("alice").await;
+    alice.chat_both_ways(&mut bob, "alice back, on gw2").await;
     ping_device(&mut alice, "dev2", READY).await;
     ping_device(&mut alice, "dev1", READY).await;
     steps.done("alice reconnected to gw2: chats with bob, pings dev1 and dev2");

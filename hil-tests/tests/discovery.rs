@@ -9,7 +9,7 @@ mod memcached_server;
 
 use std::time::Duration;
 
-use hil::harness::{wait_greeted, Farm, GatewaySpec, TelnetUser, WorkerSpec};
+use hil::harness::{wait_greeted, Farm, GatewaySpec, WorkerSpec};
 use memcached_server::MemcachedServer;
 use tokio::time::Instant;
 
@@ -17,24 +17,6 @@ const SECRET: &str = "discovery-test";
 /// A gateway is found within a lookup period (2 s) of its first announcement, plus the
 /// link's connect; generous for a loaded CI machine.
 const FOUND: Duration = Duration::from_secs(20);
-
-async fn user(spec: &GatewaySpec, nick: &str) -> TelnetUser {
-    let mut user = TelnetUser::connect(spec.telnet, nick)
-        .await
-        .unwrap_or_else(|e| panic!("{nick}: connect {}: {e}", spec.telnet));
-    user.login(nick).await;
-    user
-}
-
-/// Private both ways and a broadcast both ways.
-async fn chat(a: &mut TelnetUser, b: &mut TelnetUser, what: &str) {
-    a.whisper_and_wait(b, &format!("{what}: private a->b"))
-        .await;
-    b.whisper_and_wait(a, &format!("{what}: private b->a"))
-        .await;
-    a.say_and_wait(b, &format!("{what}: all from a")).await;
-    b.say_and_wait(a, &format!("{what}: all from b")).await;
-}
 
 /// Waits until every worker's log has `needle`.
 async fn logged_by_all(farm: &Farm, workers: &[usize], needle: &str) {
@@ -84,10 +66,10 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
     wait_greeted(gw2.telnet, FOUND)
         .await
         .unwrap_or_else(|e| panic!("workers never found gateway 2: {e}"));
-    let mut alice = user(&gw1, "alice").await;
-    let mut bob = user(&gw2, "bob").await;
+    let mut alice = gw1.user("alice").await;
+    let mut bob = gw2.user("bob").await;
     assert_ne!(alice.uid(), bob.uid(), "uids are unique across workers");
-    chat(&mut alice, &mut bob, "two gateways").await;
+    alice.chat_both_ways(&mut bob, "two gateways").await;
 
     // Gateway 2 stops: its record goes, every worker drops it; it comes back and is found.
     farm.procs[gw2_proc].stop().await;
@@ -97,8 +79,8 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
     wait_greeted(gw2.telnet, FOUND)
         .await
         .unwrap_or_else(|e| panic!("workers never found gateway 2 again: {e}"));
-    let mut bob = user(&gw2, "bob").await;
-    chat(&mut alice, &mut bob, "gateway 2 is back").await;
+    let mut bob = gw2.user("bob").await;
+    alice.chat_both_ways(&mut bob, "gateway 2 is back").await;
 
     // No discovery server at all: every worker keeps its links, the chat goes on.
     drop(disc_b);
@@ -108,9 +90,11 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
         "discovery lookup failed; keeping the gateways we have",
     )
     .await;
-    chat(&mut alice, &mut bob, "without discovery").await;
-    let mut carol = user(&gw2, "carol").await;
-    chat(&mut alice, &mut carol, "a newcomer without discovery").await;
+    alice.chat_both_ways(&mut bob, "without discovery").await;
+    let mut carol = gw2.user("carol").await;
+    alice
+        .chat_both_ways(&mut carol, "a newcomer without discovery")
+        .await;
     for &p in workers.iter().chain([&gw2_again]) {
         farm.procs[p].assert_running();
     }

@@ -9,7 +9,7 @@ mod memcached_server;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use hil::harness::{wait_greeted, Farm, GatewaySpec, TelnetUser, WorkerSpec};
+use hil::harness::{wait_greeted, Farm, GatewaySpec, WorkerSpec};
 use memcached_server::MemcachedServer;
 
 /// Empties the server, as a restart would.
@@ -38,15 +38,11 @@ async fn uids_stay_unique_when_memcached_forgets_the_counter() {
 
     let mut online = Vec::new();
     for nick in ["alice", "bob", "carol"] {
-        let mut user = TelnetUser::connect(gw.telnet, nick).await.expect("connect");
-        user.login(nick).await;
-        online.push(user);
+        online.push(gw.user(nick).await);
     }
     flush_all(&store.addr());
-    let mut dave = TelnetUser::connect(gw.telnet, "dave")
-        .await
-        .expect("connect");
-    let uid = dave.login("dave").await;
+    let mut dave = gw.user("dave").await;
+    let uid = dave.uid().to_owned();
     for user in &online {
         assert_ne!(user.uid(), uid, "dave got {}'s uid", user.name);
     }

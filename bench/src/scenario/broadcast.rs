@@ -7,13 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::private::timestamp;
-use super::{login_all, micros, Common};
-use crate::client::LineReader;
+use super::{login_all, micros, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
 use crate::report::{histogram, Report};
 
@@ -56,11 +53,18 @@ pub async fn run(common: &Common, cfg: &Broadcast) -> anyhow::Result<Report> {
     let mut readers = Vec::with_capacity(n);
     let mut writers = Vec::with_capacity(n);
     for (i, (lines, _)) in users.into_iter().enumerate() {
-        readers.push(tokio::spawn(receive(
+        let (got, refused) = (counts.clone(), counts.clone());
+        readers.push(tokio::spawn(time_deliveries(
             lines.reader,
-            counts.clone(),
+            "): ",
             clock,
             done_rx.clone(),
+            move || {
+                got.delivered.fetch_add(1, Ordering::Relaxed);
+            },
+            move || {
+                refused.errors.fetch_add(1, Ordering::Relaxed);
+            },
         )));
         if i < cfg.senders {
             let rate = cfg.rate / cfg.senders as f64;
@@ -135,28 +139,4 @@ async fn say(
         seq += 1;
     }
     writer
-}
-
-async fn receive(
-    mut lines: LineReader,
-    counts: Arc<Counts>,
-    clock: Instant,
-    mut done: watch::Receiver<bool>,
-) -> Histogram<u64> {
-    let mut latencies = histogram();
-    loop {
-        let line = tokio::select! {
-            line = lines.line() => line,
-            _ = done.wait_for(|d| *d) => return latencies,
-        };
-        let Ok(Some(line)) = line else {
-            return latencies;
-        };
-        if let Some(sent_us) = timestamp(&line, "): ") {
-            latencies.saturating_record(micros(clock).saturating_sub(sent_us).max(1));
-            counts.delivered.fetch_add(1, Ordering::Relaxed);
-        } else if line.starts_with('!') {
-            counts.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }

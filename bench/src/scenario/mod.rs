@@ -68,3 +68,31 @@ pub async fn login_all(common: &Common, n: usize) -> anyhow::Result<Vec<(Lines, 
 pub fn micros(clock: std::time::Instant) -> u64 {
     clock.elapsed().as_micros() as u64
 }
+
+/// Times every line holding `<sep><seq> <µs>` until `done` or the connection ends, calling
+/// `delivered` for each and `refused` for each `!` line; returns the latencies.
+pub async fn time_deliveries(
+    mut lines: crate::client::LineReader,
+    sep: &'static str,
+    clock: std::time::Instant,
+    mut done: tokio::sync::watch::Receiver<bool>,
+    mut delivered: impl FnMut(),
+    mut refused: impl FnMut(),
+) -> hdrhistogram::Histogram<u64> {
+    let mut latencies = crate::report::histogram();
+    loop {
+        let line = tokio::select! {
+            line = lines.line() => line,
+            _ = done.wait_for(|d| *d) => return latencies,
+        };
+        let Ok(Some(line)) = line else {
+            return latencies;
+        };
+        if let Some(sent_us) = private::timestamp(&line, sep) {
+            latencies.saturating_record(micros(clock).saturating_sub(sent_us).max(1));
+            delivered();
+        } else if line.starts_with('!') {
+            refused();
+        }
+    }
+}

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::{login_all, micros, Common};
-use crate::client::LineReader;
+use super::{login_all, micros, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
 use crate::report::{histogram, Report};
 
@@ -63,12 +61,20 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
     let mut writers = Vec::with_capacity(n);
     for (i, (lines, _)) in users.into_iter().enumerate() {
         // User i's messages come from user i-1: their arrival frees that sender's window.
-        readers.push(tokio::spawn(receive(
+        let window = windows[(i + n - 1) % n].clone();
+        let (got, refused) = (counts.clone(), counts.clone());
+        readers.push(tokio::spawn(time_deliveries(
             lines.reader,
-            windows[(i + n - 1) % n].clone(),
-            counts.clone(),
+            " -> you: ",
             clock,
             done_rx.clone(),
+            move || {
+                got.delivered.fetch_add(1, Ordering::Relaxed);
+                window.add_permits(1);
+            },
+            move || {
+                refused.errors.fetch_add(1, Ordering::Relaxed);
+            },
         )));
         writers.push(tokio::spawn(send(
             lines.writer,
@@ -159,33 +165,6 @@ async fn send(
         seq += 1;
     }
     writer
-}
-
-/// Counts and times `... -> you: <seq> <µs>` lines until `done`.
-async fn receive(
-    mut lines: LineReader,
-    sender_window: Arc<Semaphore>,
-    counts: Arc<Counts>,
-    clock: Instant,
-    mut done: watch::Receiver<bool>,
-) -> Histogram<u64> {
-    let mut latencies = histogram();
-    loop {
-        let line = tokio::select! {
-            line = lines.line() => line,
-            _ = done.wait_for(|d| *d) => return latencies,
-        };
-        let Ok(Some(line)) = line else {
-            return latencies;
-        };
-        if let Some(sent_us) = timestamp(&line, " -> you: ") {
-            latencies.saturating_record(micros(clock).saturating_sub(sent_us).max(1));
-            counts.delivered.fetch_add(1, Ordering::Relaxed);
-            sender_window.add_permits(1);
-        } else if line.starts_with('!') {
-            counts.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// The send timestamp in `PREFIX<sep><seq> <µs>`.

@@ -51,6 +51,15 @@ impl GatewaySpec {
         }
     }
 
+    /// A user connected to this gateway and logged in as `nick`.
+    pub async fn user(&self, nick: &str) -> TelnetUser {
+        let mut user = TelnetUser::connect(self.telnet, nick)
+            .await
+            .unwrap_or_else(|e| panic!("{nick}: connect {}: {e}", self.telnet));
+        user.login(nick).await;
+        user
+    }
+
     /// The config file, in `switchboard.toml`'s format.
     pub fn config_text(&self) -> String {
         format!(

@@ -287,6 +287,20 @@ impl TelnetUser {
             .skipped
     }
 
+    /// `what` privately to `other` and back, then to everyone and back; each waits until it
+    /// arrived.
+    pub async fn chat_both_ways(&mut self, other: &mut TelnetUser, what: &str) {
+        self.whisper_and_wait(other, &format!("{what} (private)"))
+            .await;
+        other
+            .whisper_and_wait(self, &format!("{what} (private back)"))
+            .await;
+        self.say_and_wait(other, &format!("{what} (to all)")).await;
+        other
+            .say_and_wait(self, &format!("{what} (to all, back)"))
+            .await;
+    }
+
     /// Panics if any of `lines`, read by this user, contains `needle`.
     pub fn assert_not_among(&self, lines: &[String], needle: &str) {
         if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
