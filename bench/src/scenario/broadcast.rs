@@ -10,9 +10,9 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::{login_all, micros, time_deliveries, Common};
+use super::{finish, login_all, micros, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
-use crate::report::{histogram, Report};
+use crate::report::Report;
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -85,16 +85,15 @@ pub async fn run(common: &Common, cfg: &Broadcast) -> anyhow::Result<Report> {
     }
     let sending = clock.elapsed();
     let expected = || counts.said.load(Ordering::Relaxed) * (n as u64 - 1);
-    let drain_until = Instant::now() + Duration::from_secs_f64(cfg.drain_secs);
-    while counts.delivered.load(Ordering::Relaxed) < expected() && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let after = Snapshot::take(&common.watch)?;
-    let _ = done_tx.send(true);
-    let mut latencies = histogram();
-    for r in readers {
-        latencies.add(r.await.context("a reader task failed")?)?;
-    }
+    let (after, latencies) = finish(
+        common,
+        cfg.drain_secs,
+        &counts.delivered,
+        expected,
+        done_tx,
+        readers,
+    )
+    .await?;
     drop(open);
 
     let said = counts.said.load(Ordering::Relaxed);

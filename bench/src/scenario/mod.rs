@@ -96,3 +96,29 @@ pub async fn time_deliveries(
         }
     }
 }
+
+/// The end of a messaging scenario, once the senders stopped: waits up to `drain_secs` for
+/// `delivered` to reach `expected()`, reads the server, stops the readers and merges their
+/// latencies.
+pub async fn finish(
+    common: &Common,
+    drain_secs: f64,
+    delivered: &std::sync::atomic::AtomicU64,
+    expected: impl Fn() -> u64,
+    done: tokio::sync::watch::Sender<bool>,
+    readers: Vec<tokio::task::JoinHandle<hdrhistogram::Histogram<u64>>>,
+) -> anyhow::Result<(crate::procstat::Snapshot, hdrhistogram::Histogram<u64>)> {
+    use std::sync::atomic::Ordering;
+    let drain_until = std::time::Instant::now() + Duration::from_secs_f64(drain_secs);
+    while delivered.load(Ordering::Relaxed) < expected() && std::time::Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = crate::procstat::Snapshot::take(&common.watch)?;
+    let _ = done.send(true);
+    let mut latencies = crate::report::histogram();
+    for r in readers {
+        latencies.add(r.await.context("a reader task failed")?)?;
+    }
+    Ok((after, latencies))
+}

@@ -13,9 +13,9 @@ use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::{login_all, micros, time_deliveries, Common};
+use super::{finish, login_all, micros, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
-use crate::report::{histogram, Report};
+use crate::report::Report;
 
 /// A message not delivered within this long is taken as lost.
 pub const LOST_AFTER: Duration = Duration::from_secs(2);
@@ -92,18 +92,16 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
         open.push(w.await.context("a sender task failed")?);
     }
     let sending = clock.elapsed();
-    let drain_until = Instant::now() + Duration::from_secs_f64(cfg.drain_secs);
-    while counts.delivered.load(Ordering::Relaxed) < counts.sent.load(Ordering::Relaxed)
-        && Instant::now() < drain_until
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let after = Snapshot::take(&common.watch)?;
-    let _ = done_tx.send(true);
-    let mut latencies = histogram();
-    for r in readers {
-        latencies.add(r.await.context("a reader task failed")?)?;
-    }
+    let expected = || counts.sent.load(Ordering::Relaxed);
+    let (after, latencies) = finish(
+        common,
+        cfg.drain_secs,
+        &counts.delivered,
+        expected,
+        done_tx,
+        readers,
+    )
+    .await?;
     drop(open);
 
     let sent = counts.sent.load(Ordering::Relaxed);
