@@ -73,26 +73,6 @@ async fn ping_device(user: &mut TelnetUser, dev: &str, limit: Duration) {
     }
 }
 
-/// Waits until the gateway counts `n` linked workers.
-async fn wait_workers(spec: &GatewaySpec, n: u64) {
-    let deadline = Instant::now() + READY;
-    loop {
-        let stats = gateway_stats(spec.worker, SECRET)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        if stats.workers == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway {} has {} workers, not {n}",
-            spec.id,
-            stats.workers
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until something answers on `addr`.
 async fn wait_accepting(addr: std::net::SocketAddr) {
     let deadline = Instant::now() + READY;
@@ -153,7 +133,7 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     for spec in [&gw1, &gw2] {
-        wait_workers(spec, 2).await;
+        spec.wait_workers(2, READY).await.unwrap_or_else(|e| panic!("{e}"));
     }
     steps.done("memcached, 2 gateways and 2 workers up on 5 hosts; each gateway has both workers");
 
@@ -190,7 +170,7 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
     // A worker dies: the gateways hand its events to the other one.
     w1.kill().await;
     for spec in [&gw1, &gw2] {
-        wait_workers(spec, 1).await;
+        spec.wait_workers(1, READY).await.unwrap_or_else(|e| panic!("{e}"));
     }
     steps.done("worker w1 killed (SIGKILL); each gateway has 1 worker left");
     alice.chat_both_ways(&mut bob, "after w1 died").await;

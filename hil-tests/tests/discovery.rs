@@ -18,6 +18,16 @@ const SECRET: &str = "discovery-test";
 /// link's connect; generous for a loaded CI machine.
 const FOUND: Duration = Duration::from_secs(20);
 
+/// Waits until both workers are linked to `gateway`: it greets users once one is, and a
+/// worker that has not found it yet answers `! no such uid` for its users (README,
+/// "Running a cluster").
+async fn linked_by_both(gateway: &GatewaySpec) {
+    gateway
+        .wait_workers(2, FOUND)
+        .await
+        .unwrap_or_else(|e| panic!("workers never all found gateway {}: {e}", gateway.id));
+}
+
 /// Waits until every worker's log has `needle`.
 async fn logged_by_all(farm: &Farm, workers: &[usize], needle: &str) {
     let deadline = Instant::now() + FOUND;
@@ -59,6 +69,7 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
     wait_greeted(gw1.telnet, FOUND)
         .await
         .unwrap_or_else(|e| panic!("workers never found gateway 1: {e}"));
+    linked_by_both(&gw1).await;
 
     // One discovery server down: the gateway that starts now is found through the other.
     drop(disc_a);
@@ -66,6 +77,7 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
     wait_greeted(gw2.telnet, FOUND)
         .await
         .unwrap_or_else(|e| panic!("workers never found gateway 2: {e}"));
+    linked_by_both(&gw2).await;
     let mut alice = gw1.user("alice").await;
     let mut bob = gw2.user("bob").await;
     assert_ne!(alice.uid(), bob.uid(), "uids are unique across workers");
@@ -79,6 +91,7 @@ async fn workers_find_gateways_that_come_and_go_and_survive_discovery_outages() 
     wait_greeted(gw2.telnet, FOUND)
         .await
         .unwrap_or_else(|e| panic!("workers never found gateway 2 again: {e}"));
+    linked_by_both(&gw2).await;
     let mut bob = gw2.user("bob").await;
     alice.chat_both_ways(&mut bob, "gateway 2 is back").await;
 

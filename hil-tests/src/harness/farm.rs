@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::bins::bins;
 use super::cluster::{dir_logs, free_ports, nickname_prompt, PROBE_PATIENCE};
+use super::monitor::gateway_stats;
 use super::process::Proc;
 use super::telnet::TelnetUser;
 
@@ -58,6 +59,28 @@ impl GatewaySpec {
             .unwrap_or_else(|e| panic!("{nick}: connect {}: {e}", self.telnet));
         user.login(nick).await;
         user
+    }
+
+    /// Waits until this gateway counts exactly `n` linked workers (asked over a monitor
+    /// link). A gateway greets users as soon as one worker is linked; tests that need every
+    /// worker to see the gateway (a private message from a user another worker serves) wait
+    /// here too.
+    pub async fn wait_workers(&self, n: u64, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = match gateway_stats(self.worker, &self.secret).await {
+                Ok(stats) if stats.workers == n => return Ok(()),
+                Ok(stats) => format!("{} workers", stats.workers),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "gateway {} never had {n} workers within {within:?}: {seen}",
+                    self.id
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The config file, in `switchboard.toml`'s format.
