@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hil::harness::{
-    bins, gateway_stats, wait_greeted, GatewaySpec, Matcher, NetLab, Proc, TelnetUser, WorkerSpec,
+    bins, wait_greeted, GatewaySpec, Matcher, NetLab, Proc, TelnetUser, WorkerSpec,
 };
 use tokio::time::Instant;
 
@@ -133,7 +133,9 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     for spec in [&gw1, &gw2] {
-        spec.wait_workers(2, READY).await.unwrap_or_else(|e| panic!("{e}"));
+        spec.wait_workers(2, READY)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     steps.done("memcached, 2 gateways and 2 workers up on 5 hosts; each gateway has both workers");
 
@@ -170,7 +172,9 @@ async fn a_cluster_on_separate_hosts_survives_losing_a_worker_and_a_gateway() {
     // A worker dies: the gateways hand its events to the other one.
     w1.kill().await;
     for spec in [&gw1, &gw2] {
-        spec.wait_workers(1, READY).await.unwrap_or_else(|e| panic!("{e}"));
+        spec.wait_workers(1, READY)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     steps.done("worker w1 killed (SIGKILL); each gateway has 1 worker left");
     alice.chat_both_ways(&mut bob, "after w1 died").await;
