@@ -14,7 +14,7 @@ pub fn histogram() -> Histogram<u64> {
 /// A scenario's result.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
-    /// `private`, `broadcast`, `connect`, `idle`.
+    /// `private`, `broadcast`, `connect`, `idle`, `overload`, `devices`.
     pub scenario: String,
     /// Which server: `switchboard`, `reference`, or what `--label` said.
     pub label: String,
@@ -48,8 +48,34 @@ pub struct Report {
     pub rss_kib_peak: u64,
     /// Server RSS after the load and a settling pause, KiB (overload).
     pub rss_kib_settled: u64,
+    /// Chat frames from devices delivered to users per second (devices).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frames_up_per_s: f64,
+    /// Chat frames from users delivered to devices per second (devices).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frames_down_per_s: f64,
+    /// Bytes on the wire per chat frame: postcard, CRC, COBS and delimiter (devices).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub wire_bytes_per_chat_frame: f64,
+    /// Text bytes per chat frame, what the wire bytes carry (devices).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub text_bytes_per_chat_frame: f64,
+    /// Bytes on the wire per ack, one per chat frame (devices).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub wire_bytes_per_ack: f64,
+    /// Chat frames sent again for want of an ack (devices).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub retransmits: u64,
     /// What the server processes spent.
     pub server: Usage,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Report {

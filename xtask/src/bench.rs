@@ -42,6 +42,9 @@ struct Scenario {
     args: Vec<String>,
     /// (JSON field, what it is, lower is better).
     metrics: &'static [(&'static str, &'static str, bool)],
+    /// Simulated devices on ptys the gateway opens as serial ports (Switchboard only: the
+    /// reference has no devices, its column stays empty).
+    ptys: usize,
 }
 
 const CPU: (&str, &str, bool) = ("cpu_us_per_op", "server CPU per message (µs)", true);
@@ -73,21 +76,25 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 "private", "--users", "100", "--secs", secs, "--rate", "10000",
             ]),
             metrics: &[CPU, P99],
+            ptys: 0,
         },
         Scenario {
             name: "private saturation, 100 users, window 8",
             args: s(&["private", "--users", "100", "--secs", secs, "--window", "8"]),
             metrics: &[RATE, CPU],
+            ptys: 0,
         },
         Scenario {
             name: "broadcast 4 senders x 100 users, 2k lines/s",
             args: broadcast("2000"),
             metrics: &[RATE, P99],
+            ptys: 0,
         },
         Scenario {
             name: "broadcast 4 senders x 100 users, 10k lines/s",
             args: broadcast("10000"),
             metrics: &[RATE],
+            ptys: 0,
         },
         Scenario {
             name: "overload: 100 users, window 1000, then 5 s quiet",
@@ -99,6 +106,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 ("rss_kib_peak", "server RSS peak (KiB)", true),
                 ("rss_kib_settled", "server RSS after (KiB)", true),
             ],
+            ptys: 0,
         },
         Scenario {
             name: "connect + login, 32 at once",
@@ -107,6 +115,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 ("per_s", "logins/s", false),
                 ("cpu_us_per_op", "server CPU per login (µs)", true),
             ],
+            ptys: 0,
         },
         Scenario {
             name: "idle connections",
@@ -116,6 +125,24 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 "server RSS per connection (bytes)",
                 true,
             )],
+            ptys: 0,
+        },
+        Scenario {
+            name: "devices: 16 on ptys <-> 16 users, as fast as acks allow",
+            args: s(&["devices", "--devices", "16", "--secs", secs]),
+            metrics: &[
+                ("per_s", "chat frames delivered/s (both ways)", false),
+                ("cpu_us_per_op", "server CPU per frame (µs)", true),
+                P99,
+                (
+                    "wire_bytes_per_chat_frame",
+                    "wire bytes per chat frame",
+                    true,
+                ),
+                ("text_bytes_per_chat_frame", "text bytes it carries", false),
+                ("wire_bytes_per_ack", "wire bytes per ack", true),
+            ],
+            ptys: 16,
         },
     ]
 }
@@ -138,6 +165,8 @@ impl Server {
 /// A started server: its processes (killed on drop) and telnet address.
 struct Running {
     telnet: SocketAddr,
+    /// Where the devices publish their ptys, if the gateway was told to open some.
+    pty_dir: Option<PathBuf>,
     children: Vec<(String, Child)>,
     _dir: TempDir,
 }
@@ -182,7 +211,11 @@ pub fn bench(root: &Path, size: Size) -> Result<()> {
     for (n, scenario) in scenarios.iter().enumerate() {
         let mut reports = Vec::new();
         for server in [Server::Switchboard, Server::Reference] {
-            let running = start(&bins, &server, n)?;
+            if scenario.ptys > 0 && matches!(server, Server::Reference) {
+                reports.push(Value::Null);
+                continue;
+            }
+            let running = start(&bins, &server, n, scenario.ptys)?;
             let report = drive(&bins, &running, &server, scenario)?;
             writeln!(out, "{report}")?;
             eprintln!(
@@ -211,6 +244,10 @@ pub fn bench(root: &Path, size: Size) -> Result<()> {
         "scenario", "switchboard", "reference", "ratio"
     );
     for (name, sb, re, lower_is_better, lost) in rows {
+        if re.is_nan() {
+            println!("{name:<76} {sb:>12.1} {:>12} {:>8}", "-", "-");
+            continue;
+        }
         let ratio = if re > 0.0 { sb / re } else { f64::NAN };
         let better = if lower_is_better { "lower" } else { "higher" };
         let lost = if lost > 0 {
@@ -240,6 +277,9 @@ fn drive(bins: &Path, running: &Running, server: &Server, scenario: &Scenario) -
         cmd.args(["--source", &format!("127.0.0.{i}")]);
     }
     cmd.args(&scenario.args);
+    if let Some(dir) = &running.pty_dir {
+        cmd.arg("--pty-dir").arg(dir);
+    }
     let output = cmd.output().context("running switchboard-bench")?;
     if !output.status.success() {
         bail!(
@@ -253,7 +293,9 @@ fn drive(bins: &Path, running: &Running, server: &Server, scenario: &Scenario) -
 }
 
 /// Starts `server` on fresh ports with a fresh data dir and waits until it greets a user.
-fn start(bins: &Path, server: &Server, n: usize) -> Result<Running> {
+/// A Switchboard gateway is told to open `ptys` serial ports at `<dir>/ptys/dev<i>`, which
+/// the devices scenario creates (the gateway retries until they exist).
+fn start(bins: &Path, server: &Server, n: usize, ptys: usize) -> Result<Running> {
     let dir = TempDir(std::env::temp_dir().join(format!(
         "switchboard-bench-{}-{n}-{}",
         std::process::id(),
@@ -274,15 +316,19 @@ fn start(bins: &Path, server: &Server, n: usize) -> Result<Running> {
         Server::Switchboard => {
             let (device, worker) = (free_port()?, free_port()?);
             let config = dir.0.join("switchboard.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "[gateway]\ntelnet_listen = \"{telnet}\"\ndevice_listen = \"{device}\"\n\
-                     worker_listen = \"{worker}\"\n[worker]\ngateways = [\"{worker}\"]\n\
-                     data_dir = {:?}\n",
-                    dir.0.join("data")
-                ),
-            )?;
+            let mut text = format!(
+                "[gateway]\ntelnet_listen = \"{telnet}\"\ndevice_listen = \"{device}\"\n\
+                 worker_listen = \"{worker}\"\n"
+            );
+            for i in 0..ptys {
+                let path = dir.0.join("ptys").join(format!("dev{i}"));
+                text.push_str(&format!("[[gateway.serial]]\npath = {path:?}\n"));
+            }
+            text.push_str(&format!(
+                "[worker]\ngateways = [\"{worker}\"]\ndata_dir = {:?}\n",
+                dir.0.join("data")
+            ));
+            std::fs::write(&config, text)?;
             let spawn = |bin: &str| -> Result<Child> {
                 Command::new(bins.join(bin))
                     .args(["-c"])
@@ -299,8 +345,13 @@ fn start(bins: &Path, server: &Server, n: usize) -> Result<Running> {
             ]
         }
     };
+    let pty_dir = (ptys > 0).then(|| dir.0.join("ptys"));
+    if let Some(d) = &pty_dir {
+        std::fs::create_dir_all(d)?;
+    }
     let running = Running {
         telnet,
+        pty_dir,
         children,
         _dir: dir,
     };

@@ -8,6 +8,7 @@
 //! switchboard-bench broadcast --users 100 --senders 4 --rate 2000
 //! switchboard-bench connect --concurrency 32 --secs 5
 //! switchboard-bench overload --users 100 --window 1000 --secs 5
+//! switchboard-bench devices --devices 16 --pty-dir /tmp/ptys   # gateway: serial /tmp/ptys/dev<i>
 //! switchboard-bench --source 127.0.0.1 --source 127.0.0.2 idle --conns 19000
 //! ```
 //!
@@ -16,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bench::procstat::Watched;
-use bench::scenario::{broadcast, connect, idle, overload, private, Common};
+use bench::scenario::{broadcast, connect, devices, idle, overload, private, Common};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -100,6 +101,28 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         settle_secs: f64,
     },
+    /// Simulated devices and users exchanging private chat frames both ways, through ptys
+    /// the gateway opens as serial ports (`--pty-dir`) or the device TCP port (`--device-tcp`).
+    Devices {
+        #[arg(long, default_value_t = 16)]
+        devices: usize,
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Frames per second each way in all; 0: as fast as acks and the window allow.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Messages in flight from each user to its device.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        /// Publish device i's pty at DIR/dev<i> (the gateway lists them as serial ports).
+        #[arg(long, value_name = "DIR", conflicts_with = "device_tcp")]
+        pty_dir: Option<std::path::PathBuf>,
+        /// Connect the devices to this gateway device port instead.
+        #[arg(long, value_name = "ADDR", required_unless_present = "pty_dir")]
+        device_tcp: Option<String>,
+    },
     /// Hold many idle connections and measure the server's memory per connection.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -174,6 +197,30 @@ async fn main() -> anyhow::Result<()> {
                 settle_secs,
             };
             overload::run(&common, &cfg).await?
+        }
+        Scenario::Devices {
+            devices: count,
+            secs,
+            rate,
+            window,
+            drain_secs,
+            pty_dir,
+            device_tcp,
+        } => {
+            let transport = match (pty_dir, device_tcp) {
+                (Some(dir), _) => devices::Transport::Pty(dir),
+                (None, Some(addr)) => devices::Transport::Tcp(addr),
+                (None, None) => anyhow::bail!("give --pty-dir or --device-tcp"),
+            };
+            let cfg = devices::Devices {
+                devices: count,
+                secs,
+                rate,
+                window,
+                drain_secs,
+                transport,
+            };
+            devices::run(&common, &cfg).await?
         }
         Scenario::Connect { concurrency, secs } => {
             connect::run(&common, &connect::Connect { concurrency, secs }).await?

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod connect;
+pub mod devices;
 pub mod idle;
 pub mod overload;
 pub mod private;

@@ -35,11 +35,13 @@ pub struct Private {
     pub drain_secs: f64,
 }
 
+/// One direction's counters.
 #[derive(Default)]
-struct Counts {
-    sent: AtomicU64,
-    delivered: AtomicU64,
-    errors: AtomicU64,
+pub(super) struct Counts {
+    pub(super) sent: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    /// Refused (`!` lines, error frames).
+    pub(super) errors: AtomicU64,
 }
 
 /// Runs the scenario.
@@ -127,7 +129,7 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
 }
 
 /// Sends `UID:<seq> <µs>` to `to` until the time is up, within the window and the rate.
-async fn send(
+pub(super) async fn send(
     mut writer: tokio::net::tcp::OwnedWriteHalf,
     to: String,
     window: Arc<Semaphore>,
