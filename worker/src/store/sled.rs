@@ -1,7 +1,7 @@
 //! The sled backend of [`Store`]: one sled database in the worker's data directory.
 //!
 //! sled is embedded and single-process: it takes an exclusive lock on its database file,
-//! and a second worker opening the same directory gets [`StoreError::Locked`] at once.
+//! and a second worker opening the same directory gets [`StoreError::Locked`] within a second.
 //! Records are postcard-encoded; numeric keys are big-endian so sled's order is theirs.
 
 use std::path::Path;
@@ -47,22 +47,33 @@ struct UidBlock {
     last: u64,
 }
 
+/// How long [`SledStore::open`] waits for a locked database before giving up.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1000);
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails fast with [`StoreError::Locked`] when
-    /// another process has it open.
+    /// another process has it open: after [`LOCK_PATIENCE`], which covers a worker that is
+    /// still exiting as its replacement starts (and sled's background threads letting go of
+    /// the file a moment after a store is dropped).
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|err| match err {
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
                 // sled 0.34 try-locks the db file and reports a failure only as this message.
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: dir.to_path_buf(),
+                Err(sled::Error::Io(ref io))
+                    if io.to_string().contains("could not acquire lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => StoreError::Db(other),
-            })?;
+                Err(other) => return Err(StoreError::Db(other)),
+            }
+        };
         let history = db.open_tree("history")?;
         Ok(SledStore {
             users: db.open_tree("users")?,
