@@ -3,10 +3,13 @@
 //!
 //! The socket I/O itself is in `telnet_conn.rs` and `device_conn.rs`; routing decisions are
 //! the router's. Overflow policy: a client whose queue is full is disconnected as too slow,
-//! so one stuck client never slows the router or anyone else.
+//! so one stuck client never slows the router or anyone else. A connection is stopped from
+//! outside (too slow, idle, shutdown) by a [`Kick`] through its queue's interrupt, so it
+//! waits on nothing but its socket and its queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
 use std::future::{ready, Future, Ready};
@@ -14,8 +17,8 @@ use std::pin::Pin;
 
 use futures::future::Either;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use crate::heartbeat::{now_ms, Activity};
 use crate::mailbox::{self, TrySendError};
 use crate::router::RouterMsg;
 use crate::server::Context;
@@ -26,6 +29,8 @@ use crate::stats::bump;
 pub enum Outgoing {
     /// A message to write; shared so a broadcast costs one allocation, not one per client.
     Send(Arc<Outbound>),
+    /// The peer has been silent for an interval: ping it (heartbeat).
+    Ping,
     /// The client's message was not accepted (no worker and the pending queue is full).
     Busy {
         /// Frame sequence number of the refused device frame, 0 for telnet.
@@ -38,13 +43,52 @@ pub enum Outgoing {
     },
 }
 
+/// Why a connection is stopped from outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kick {
+    /// Its outbound queue overflowed.
+    TooSlow = 1,
+    /// The gateway is shutting down.
+    Shutdown = 2,
+    /// Silent for the heartbeat limit.
+    Idle = 3,
+}
+
+/// What a connection and the router share beside its queue (in the queue's allocation):
+/// when the peer was last heard, and why it was kicked.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Touched by the connection on every read, read by the heartbeat sweep.
+    pub activity: Activity,
+    /// The first [`Kick`], or 0.
+    kicked: AtomicU8,
+}
+
+impl Status {
+    /// How the connection ends when interrupted: the first kick's reason.
+    pub fn end(&self) -> End {
+        match self.kicked.load(Ordering::Acquire) {
+            k if k == Kick::TooSlow as u8 => End::TooSlow,
+            k if k == Kick::Idle as u8 => End::HeartbeatTimeout {
+                silent: Duration::from_millis(self.activity.silent_ms(now_ms())),
+            },
+            _ => End::Shutdown,
+        }
+    }
+}
+
+/// A connection's outbound queue, with its [`Status`].
+pub type Outbox = mailbox::Receiver<Outgoing, Status>;
+
 /// The router's way to reach one connection.
 #[derive(Debug)]
 pub struct ClientHandle {
     /// The connection's kind; decides which [`Outbound`] bodies it takes.
     pub kind: ClientKind,
-    tx: mailbox::Sender<Outgoing>,
-    kick: Kick,
+    /// Silent intervals already pinged for (the heartbeat sweep's count).
+    pub pinged: u32,
+    tx: mailbox::Sender<Outgoing, Status>,
 }
 
 impl ClientHandle {
@@ -54,14 +98,33 @@ impl ClientHandle {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                if !self.kick.too_slow.swap(true, Ordering::Relaxed) {
+                if self.kick(Kick::TooSlow) {
                     tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
                 }
-                self.kick.token.cancel();
                 false
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Stops the connection from outside: it drops what is queued and ends with `why`.
+    /// Returns `false` if it was kicked already (the first reason stands).
+    pub fn kick(&self, why: Kick) -> bool {
+        let first = self
+            .tx
+            .status()
+            .kicked
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.tx.interrupt();
+        }
+        first
+    }
+
+    /// How long the peer has been silent, as of `now` ([`now_ms`]).
+    pub fn silent_ms(&self, now: u64) -> u64 {
+        self.tx.status().activity.silent_ms(now)
     }
 }
 
@@ -69,20 +132,13 @@ impl ClientHandle {
 impl ClientHandle {
     /// A handle whose queue nobody reads, for tests of the router's bookkeeping.
     pub(crate) fn detached(kind: ClientKind) -> ClientHandle {
-        let (tx, _rx) = mailbox::mailbox(1);
+        let (tx, _rx) = mailbox::mailbox(1, Status::default());
         ClientHandle {
             kind,
+            pinged: 0,
             tx,
-            kick: Kick::default(),
         }
     }
-}
-
-/// Disconnects a client from outside its task, remembering why.
-#[derive(Debug, Clone, Default)]
-struct Kick {
-    token: CancellationToken,
-    too_slow: Arc<AtomicBool>,
 }
 
 /// Why a connection ended; logged, and decides the last words to a telnet user.
@@ -124,12 +180,13 @@ impl std::fmt::Display for End {
 pub struct Conn {
     /// The connection's id.
     pub id: ClientId,
-    /// Its outbound queue.
-    pub rx: mailbox::Receiver<Outgoing>,
-    /// The same queue, for answers the connection gives itself (pong, `!` lines).
-    pub own: mailbox::Sender<Outgoing>,
-    kick: Kick,
-    ctx: Context,
+    /// Its outbound queue; interrupted when the connection is kicked.
+    pub rx: Outbox,
+    /// The same queue, for answers the connection gives itself (pong, `!` lines), and the
+    /// way to its [`Status`] while the writer holds `rx`.
+    pub own: mailbox::Sender<Outgoing, Status>,
+    /// The gateway's shared context.
+    pub ctx: Context,
 }
 
 impl Conn {
@@ -138,15 +195,11 @@ impl Conn {
     pub async fn open(ctx: &Context, kind: ClientKind, peer: String) -> Option<Conn> {
         let id = ctx.next_client_id();
         bump(&ctx.counters.connections_total);
-        let (tx, rx) = mailbox::mailbox(ctx.config.client_queue);
-        let kick = Kick {
-            token: ctx.shutdown.child_token(),
-            too_slow: Arc::default(),
-        };
+        let (tx, rx) = mailbox::mailbox(ctx.config.client_queue, Status::default());
         let handle = ClientHandle {
             kind,
+            pinged: 0,
             tx: tx.clone(),
-            kick: kick.clone(),
         };
         let opened = RouterMsg::Opened { id, peer, handle };
         if !to_router(&ctx.router, opened).await {
@@ -156,14 +209,8 @@ impl Conn {
             id,
             rx,
             own: tx,
-            kick,
             ctx: ctx.clone(),
         })
-    }
-
-    /// The gateway's shared context.
-    pub fn ctx(&self) -> &Context {
-        &self.ctx
     }
 
     /// Hands a message from the client to the router; waits if the router is busy, which
@@ -177,30 +224,13 @@ impl Conn {
         to_router(router, RouterMsg::Inbound { id, body, seq })
     }
 
-    /// Resolves when the connection must stop from outside: kicked or shutdown. The kick
-    /// token is a child of the shutdown token, so one wait covers both (a connection's task
-    /// keeps this future inline: one wait instead of two is ~90 bytes per connection).
-    pub async fn stopped(kick: &CancellationToken, shutdown: &CancellationToken) -> End {
-        kick.cancelled().await;
-        if shutdown.is_cancelled() {
-            End::Shutdown
-        } else {
-            End::TooSlow
-        }
-    }
-
-    /// The token that kicks this connection.
-    pub fn kick_token(&self) -> CancellationToken {
-        self.kick.token.clone()
-    }
-
     /// Tells the router the connection is gone (the Close event) and logs why.
     pub async fn close(self, end: &End) {
         match end {
             End::Io(_) | End::TooSlow | End::HeartbeatTimeout { .. } => {
-                tracing::info!(reason = %end, "closed")
+                tracing::info!(conn = %self.id, reason = %end, "closed")
             }
-            _ => tracing::debug!(reason = %end, "closed"),
+            _ => tracing::debug!(conn = %self.id, reason = %end, "closed"),
         }
         to_router(&self.ctx.router, RouterMsg::Closed { id: self.id }).await;
     }

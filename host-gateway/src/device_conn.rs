@@ -2,8 +2,8 @@
 //! into the router, encodes its queue into frames with this side's sequence numbers, and
 //! does the link chores itself: pongs, malformed-frame reports, and the acknowledgements of
 //! `protocol::reliable` (acks and dedup of the device's frames, stop-and-wait retransmission
-//! of chat frames to it), and heartbeats (a `Ping` to a silent device, closing one that
-//! stays silent, see `heartbeat.rs`). I/O only: what the messages mean is the workers' business.
+//! of chat frames to it), and heartbeats (a `Ping` when the router's sweep finds the device
+//! silent, see `heartbeat.rs`). I/O only: what the messages mean is the workers' business.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::connection::{Conn, End, Outgoing};
-use crate::heartbeat::{Activity, Heartbeat};
-use crate::mailbox;
+use crate::connection::{Conn, End, Outbox, Outgoing};
+use crate::heartbeat::Activity;
+use crate::mailbox::Recv;
 use crate::server::Context;
 use crate::stats::{bump, Counters};
 
@@ -30,9 +30,8 @@ const READ_BUF: usize = 1024;
 /// Bytes gathered from the queue into one write.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Link chores (acks, pongs, reports) waiting for the writer. Each answers one received
-/// frame (or is a heartbeat ping), and the writer drains them first; if the device floods
-/// faster than that, a chore is dropped (a lost ack makes the device retransmit; a lost pong
-/// is a missed ping; a lost heartbeat ping cannot happen, as a flooding device is not silent).
+/// frame, and the writer drains them first; if the device floods faster than that, a chore
+/// is dropped (a lost ack makes the device retransmit; a lost pong is a missed ping).
 const CHORE_QUEUE: usize = 64;
 
 /// What the reader asks of the writer, ahead of the outbound queue.
@@ -42,8 +41,6 @@ enum Chore {
     Ack(u16),
     /// Answer a ping.
     Pong(u32),
-    /// Heartbeat: the device has been silent for an interval.
-    Ping(u32),
     /// Report a frame we could not decode.
     Report(ErrorReport),
     /// The device acknowledged our frame `seq`.
@@ -74,31 +71,21 @@ async fn run<S>(mut conn: Conn, stream: S) -> End
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let ctx = conn.ctx().clone();
-    let kick = conn.kick_token();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (chores_tx, mut chores_rx) = mpsc::channel(CHORE_QUEUE);
-    let activity = Activity::default();
-    let mut nonce = 0u32;
     let end = {
-        let reader = read_frames(&mut rd, conn.id, &chores_tx, &activity, &ctx);
-        let heartbeat = Heartbeat::devices(&ctx.config).run(&activity, || {
-            nonce = nonce.wrapping_add(1);
-            tracing::debug!(nonce, "device silent, pinged");
-            let _ = chores_tx.try_send(Chore::Ping(nonce));
-        });
+        let activity = &conn.own.status().activity;
+        let reader = read_frames(&mut rd, conn.id, &chores_tx, activity, &conn.ctx);
         let writer = write_queue(
             &mut wr,
             &mut conn.rx,
             &mut chores_rx,
             conn.id,
-            &ctx.counters,
+            &conn.ctx.counters,
         );
         tokio::select! {
             end = reader => end,
             end = writer => end,
-            end = heartbeat => end,
-            end = Conn::stopped(&kick, &ctx.shutdown) => end,
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
@@ -183,21 +170,33 @@ fn error_report(err: FrameError) -> ErrorReport {
 /// until it is acked or given up, so the device sees chat frames in order and one at a time.
 async fn write_queue(
     wr: &mut (impl AsyncWrite + Unpin),
-    rx: &mut mailbox::Receiver<Outgoing>,
+    rx: &mut Outbox,
     chores: &mut mpsc::Receiver<Chore>,
     id: ClientId,
     counters: &Counters,
 ) -> End {
     let mut encoder = Encoder {
         seq: 0,
+        nonce: 0,
         buf: Vec::new(),
         inflight: Retransmit::new(),
         epoch: tokio::time::Instant::now(),
     };
     let mut chores_open = true;
+    // An item taken from the queue while a chat frame waits for its ack (the queue is still
+    // read then, so a kick is seen at once); it goes out once the ack comes or is given up.
+    let mut held: Option<Outgoing> = None;
     loop {
         encoder.buf.clear();
         let wake = encoder.retransmit(id, counters);
+        if encoder.buf.is_empty() && !encoder.inflight.busy() {
+            if let Some(item) = held.take() {
+                if encoder.batch(item, rx, id, counters) {
+                    let _ = wr.write_all(&encoder.buf).await;
+                    return End::ClosedByWorker;
+                }
+            }
+        }
         if encoder.buf.is_empty() {
             let timer = async {
                 match wake {
@@ -205,21 +204,22 @@ async fn write_queue(
                     None => std::future::pending().await,
                 }
             };
-            let ready_for_more = !encoder.inflight.busy();
             tokio::select! {
                 biased;
                 chore = chores.recv(), if chores_open => match chore {
                     Some(chore) => encoder.chore(chore, id, counters),
                     None => chores_open = false,
                 },
-                item = rx.recv(), if ready_for_more => match item {
-                    Some(item) => if encoder.batch(item, rx, id, counters) {
+                item = rx.recv(), if held.is_none() => match item {
+                    Recv::Item(item) if encoder.inflight.busy() => held = Some(item),
+                    Recv::Item(item) => if encoder.batch(item, rx, id, counters) {
                         if let Err(err) = wr.write_all(&encoder.buf).await {
                             return End::Io(err);
                         }
                         return End::ClosedByWorker;
                     },
-                    None => return End::ClosedByWorker,
+                    Recv::Interrupted => return rx.status().end(),
+                    Recv::Closed => return End::ClosedByWorker,
                 },
                 _ = timer => {}
             }
@@ -241,6 +241,8 @@ async fn write_queue(
 struct Encoder {
     /// Last sequence number used; 0 is skipped because reports use it for "no frame".
     seq: u16,
+    /// Last heartbeat ping's nonce.
+    nonce: u32,
     buf: Vec<u8>,
     inflight: Retransmit,
     /// Zero of the millisecond clock `Retransmit` runs on.
@@ -275,7 +277,6 @@ impl Encoder {
         match chore {
             Chore::Ack(seq) => self.frame(&HostMsg::Ack { seq }, id, counters),
             Chore::Pong(nonce) => self.frame(&HostMsg::Pong { nonce }, id, counters),
-            Chore::Ping(nonce) => self.frame(&HostMsg::Ping { nonce }, id, counters),
             Chore::Report(report) => self.frame(&HostMsg::Error(report), id, counters),
             Chore::Acked(seq) => {
                 if !self.inflight.on_ack(seq) {
@@ -290,7 +291,7 @@ impl Encoder {
     fn batch(
         &mut self,
         first: Outgoing,
-        rx: &mut mailbox::Receiver<Outgoing>,
+        rx: &mut Outbox,
         id: ClientId,
         counters: &Counters,
     ) -> bool {
@@ -317,6 +318,11 @@ impl Encoder {
                     seq,
                 };
                 self.frame(&HostMsg::Error(report), id, counters);
+            }
+            Outgoing::Ping => {
+                self.nonce = self.nonce.wrapping_add(1);
+                tracing::debug!(conn = %id, nonce = self.nonce, "device silent, pinged");
+                self.frame(&HostMsg::Ping { nonce: self.nonce }, id, counters);
             }
             Outgoing::Close { farewell } => {
                 if let Some(body) = farewell {

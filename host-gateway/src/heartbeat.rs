@@ -1,34 +1,38 @@
 //! Heartbeats, GatewayWorker's `pingInterval` / `pingNotResponseLimit`: a peer silent for an
 //! interval is pinged, again every interval it stays silent, and closed after `limit` silent
-//! intervals. This module keeps the clock and the count; what a ping is on the wire (a `Ping`
-//! frame, an IAC NOP) and what counts as hearing from the peer are the connections' business.
+//! intervals. This module keeps the clock and the policy; the router sweeps every connection
+//! a few times an interval (one timer for the whole gateway, as GatewayWorker does, rather
+//! than one per connection), and what a ping is on the wire (a `Ping` frame, an IAC NOP) and
+//! what counts as hearing from the peer are the connections' business.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::config::GatewayConfig;
-use crate::connection::End;
 
-/// When a connection last heard from its peer. Written by the reader, read by the
-/// heartbeat; both run in the connection's task, the atomic only makes it `Sync`.
+/// Sweeps per interval: a ping or a close comes at most a quarter interval late.
+const SWEEPS_PER_INTERVAL: u32 = 4;
+
+/// Milliseconds on the gateway's clock (since its first reading).
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When a connection last heard from its peer: written by the connection on every read,
+/// read by the router's sweep.
 #[derive(Debug)]
 pub struct Activity {
-    epoch: Instant,
-    /// Milliseconds since `epoch`. A millisecond's resolution at worst pings that much early.
-    last_ms: AtomicU64,
+    /// [`now_ms`] of the last read. A millisecond's resolution pings that much early at worst.
+    heard_ms: AtomicU64,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            heard_ms: AtomicU64::new(now_ms()),
         }
     }
 }
@@ -36,17 +40,28 @@ impl Default for Activity {
 impl Activity {
     /// Records that the peer was heard from now.
     pub fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.heard_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    fn last_ms(&self) -> u64 {
-        self.last_ms.load(Ordering::Relaxed)
+    /// How long the peer has been silent, as of `now` ([`now_ms`]).
+    pub fn silent_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.heard_ms.load(Ordering::Relaxed))
     }
 }
 
+/// What a sweep does to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing: heard from recently, or already pinged for this interval.
+    Quiet,
+    /// Send a ping.
+    Ping,
+    /// Close it: silent for `limit` intervals.
+    Close,
+}
+
 /// How often to ping a silent peer and after how many silent intervals to close it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
     /// Quiet time before a ping; zero turns heartbeats off.
     pub interval: Duration,
@@ -71,128 +86,101 @@ impl Heartbeat {
         }
     }
 
-    /// Calls `ping` each time the peer has been silent for another interval, and returns
-    /// when it has been silent for `limit` of them (no ping is sent at that last one).
-    /// Never returns if heartbeats are off or `limit` is 0.
-    pub async fn run(self, activity: &Activity, mut ping: impl FnMut()) -> End {
-        if self.interval.is_zero() {
-            return std::future::pending().await;
-        }
-        let mut missed = 0u32;
-        loop {
-            let last = activity.last_ms();
-            let quiet = self.interval.saturating_mul(missed.saturating_add(1));
-            let due = activity.epoch + Duration::from_millis(last) + quiet;
-            tokio::time::sleep_until(due).await;
-            if activity.last_ms() != last {
-                missed = 0;
-                continue;
-            }
-            missed = missed.saturating_add(1);
-            if self.limit != 0 && missed >= self.limit {
-                return End::HeartbeatTimeout { silent: quiet };
-            }
-            ping();
-        }
+    /// How often the router sweeps; `None` when heartbeats are off.
+    pub fn sweep_every(&self) -> Option<Duration> {
+        (!self.interval.is_zero())
+            .then(|| (self.interval / SWEEPS_PER_INTERVAL).max(Duration::from_millis(1)))
     }
-}
 
-/// A reader that touches `activity` whenever bytes arrive, whatever they are.
-#[derive(Debug)]
-pub struct Touching<R> {
-    inner: R,
-    activity: Arc<Activity>,
-}
-
-impl<R> Touching<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R, activity: Arc<Activity>) -> Self {
-        Touching { inner, activity }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Touching<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+    /// The policy: `silent_ms` since the peer was last heard, `pinged` the silent intervals
+    /// already pinged for (kept by the caller, reset here when the peer speaks). A ping
+    /// for each silent interval, then a close at the `limit`-th (no ping at that one).
+    pub fn check(&self, silent_ms: u64, pinged: &mut u32) -> Beat {
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if interval == 0 {
+            return Beat::Quiet;
         }
-        polled
+        let missed = u32::try_from(silent_ms / interval).unwrap_or(u32::MAX);
+        if missed == 0 {
+            *pinged = 0;
+            return Beat::Quiet;
+        }
+        if self.limit != 0 && missed >= self.limit {
+            return Beat::Close;
+        }
+        if missed > *pinged {
+            *pinged = missed;
+            return Beat::Ping;
+        }
+        Beat::Quiet
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Real time with short intervals (the workspace's tokio has no paused clock); the
-    //! margins are half an interval or more.
     use super::*;
 
-    const TICK: Duration = Duration::from_millis(100);
-
-    #[tokio::test]
-    async fn pings_each_silent_interval_then_closes_at_the_limit() {
-        let activity = Activity::default();
-        let beat = Heartbeat {
-            interval: TICK,
-            limit: 3,
-        };
-        let start = Instant::now();
-        let mut pings = Vec::new();
-        let end = beat.run(&activity, || pings.push(start.elapsed())).await;
-        assert_eq!(pings.len(), 2, "{pings:?}");
-        assert!(pings[0] >= TICK && pings[1] >= 2 * TICK, "{pings:?}");
-        assert!(matches!(end, End::HeartbeatTimeout { silent } if silent == 3 * TICK));
-        assert!(start.elapsed() >= 3 * TICK);
-    }
-
-    #[tokio::test]
-    async fn hearing_from_the_peer_restarts_the_count() {
-        let activity = Activity::default();
-        let beat = Heartbeat {
-            interval: TICK,
-            limit: 2,
-        };
-        let mut pings = 0;
-        let peer = async {
-            // Answers each ping half an interval later: never two silent intervals.
-            for _ in 0..4 {
-                tokio::time::sleep(TICK * 3 / 2).await;
-                activity.touch();
-            }
-        };
-        tokio::select! {
-            end = beat.run(&activity, || pings += 1) => panic!("closed: {end}"),
-            () = peer => {}
+    fn beat(limit: u32) -> Heartbeat {
+        Heartbeat {
+            interval: Duration::from_millis(100),
+            limit,
         }
-        assert_eq!(pings, 4, "one ping an interval after each touch");
     }
 
-    #[tokio::test]
-    async fn limit_zero_only_pings() {
-        let activity = Activity::default();
-        let beat = Heartbeat {
-            interval: TICK / 4,
-            limit: 0,
-        };
-        let mut pings = 0;
-        let run = beat.run(&activity, || pings += 1);
-        assert!(tokio::time::timeout(TICK * 3, run).await.is_err());
-        assert!(pings >= 6, "{pings}");
+    /// Sweeps a peer silent from 0 every 25 ms up to `until_ms`; returns when it pinged and
+    /// when (if) it closed.
+    fn sweep(hb: Heartbeat, until_ms: u64, heard: impl Fn(u64) -> u64) -> (Vec<u64>, Option<u64>) {
+        let mut pinged = 0;
+        let mut pings = Vec::new();
+        for now in (0..=until_ms).step_by(25) {
+            match hb.check(now - heard(now), &mut pinged) {
+                Beat::Quiet => {}
+                Beat::Ping => pings.push(now),
+                Beat::Close => return (pings, Some(now)),
+            }
+        }
+        (pings, None)
     }
 
-    #[tokio::test]
-    async fn interval_zero_is_off() {
-        let activity = Activity::default();
-        let beat = Heartbeat {
+    #[test]
+    fn pings_each_silent_interval_then_closes_at_the_limit() {
+        let (pings, closed) = sweep(beat(3), 1000, |_| 0);
+        assert_eq!(pings, [100, 200]);
+        assert_eq!(closed, Some(300));
+    }
+
+    #[test]
+    fn hearing_from_the_peer_restarts_the_count() {
+        // Answers each ping 50 ms later: never two silent intervals.
+        let (pings, closed) = sweep(beat(2), 1000, |now| now - (now % 150));
+        assert_eq!(closed, None);
+        assert!(pings.len() >= 5, "{pings:?}");
+    }
+
+    #[test]
+    fn limit_zero_only_pings() {
+        let (pings, closed) = sweep(beat(0), 1000, |_| 0);
+        assert_eq!(closed, None);
+        assert_eq!(pings.len(), 10, "{pings:?}");
+    }
+
+    #[test]
+    fn interval_zero_is_off() {
+        let off = Heartbeat {
             interval: Duration::ZERO,
             limit: 1,
         };
-        let run = beat.run(&activity, || panic!("pinged"));
-        assert!(tokio::time::timeout(TICK, run).await.is_err());
+        assert_eq!(off.sweep_every(), None);
+        assert_eq!(off.check(1_000_000, &mut 0), Beat::Quiet);
+        assert_eq!(beat(1).sweep_every(), Some(Duration::from_millis(25)));
+    }
+
+    #[test]
+    fn activity_measures_silence_on_the_shared_clock() {
+        let activity = Activity::default();
+        let later = now_ms() + 500;
+        assert!(activity.silent_ms(later) >= 500);
+        activity.touch();
+        assert!(activity.silent_ms(now_ms()) < 100);
     }
 }

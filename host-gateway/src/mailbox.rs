@@ -4,16 +4,20 @@
 //! tokio's `mpsc` would do, but it allocates its first block of slots (about 1 KiB with its
 //! channel state) at creation and keeps grown blocks, for every connection, idle or not.
 //! Here an idle connection costs one small `Arc`: the queue allocates when something is
-//! queued and gives its memory back once drained after a burst.
+//! queued and gives its memory back once drained after a burst. The same `Arc` carries a
+//! little state both sides share (`S`: when the peer was last heard, why it was kicked) and
+//! an interrupt that jumps the queue, so a connection needs no other shared allocation.
 //!
 //! Overflow policy: [`Sender::try_send`] never waits; it fails with `Full` once `capacity`
 //! items wait, and the caller decides (the router disconnects the client as too slow).
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// Items a drained queue may keep room for; a bigger one is freed (a burst is over).
 const KEEP_ROOM: usize = 8;
@@ -27,36 +31,52 @@ pub enum TrySendError<T> {
     Closed(T),
 }
 
-struct Shared<T> {
+/// What [`Receiver::recv`] gives.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv<T> {
+    /// The next item.
+    Item(T),
+    /// A sender called [`Sender::interrupt`]; items still queued stay queued.
+    Interrupted,
+    /// Every sender is gone and every item was read.
+    Closed,
+}
+
+struct Shared<T, S> {
     queue: Mutex<Queue<T>>,
-    /// Wakes the reader: an item arrived or the last sender left.
-    ready: Notify,
+    /// Wakes the one reader: an item arrived, an interrupt, or the last sender left. A waker
+    /// slot rather than a `Notify`: waiting on it puts nothing in the reader's future.
+    ready: AtomicWaker,
     senders: AtomicUsize,
     capacity: usize,
+    status: S,
 }
 
 struct Queue<T> {
     items: VecDeque<T>,
     reader_gone: bool,
+    interrupted: bool,
 }
 
-impl<T> Shared<T> {
+impl<T, S> Shared<T, S> {
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         // Every critical section is one VecDeque operation: a panic cannot leave it torn.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A bounded queue of at most `capacity` items.
-pub fn mailbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+/// A bounded queue of at most `capacity` items, with `status` shared by both sides.
+pub fn mailbox<T, S>(capacity: usize, status: S) -> (Sender<T, S>, Receiver<T, S>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             items: VecDeque::new(),
             reader_gone: false,
+            interrupted: false,
         }),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         capacity,
+        status,
     });
     (
         Sender {
@@ -68,17 +88,17 @@ pub fn mailbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 /// The sending side; clone it for each sender. When every sender is gone the reader sees
 /// the end (a connection keeps one for its own answers, so its queue ends with it).
-pub struct Sender<T> {
-    shared: Arc<Shared<T>>,
+pub struct Sender<T, S = ()> {
+    shared: Arc<Shared<T, S>>,
 }
 
-impl<T> std::fmt::Debug for Sender<T> {
+impl<T, S> std::fmt::Debug for Sender<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("mailbox::Sender").finish_non_exhaustive()
     }
 }
 
-impl<T> Clone for Sender<T> {
+impl<T, S> Clone for Sender<T, S> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
         Sender {
@@ -87,15 +107,27 @@ impl<T> Clone for Sender<T> {
     }
 }
 
-impl<T> Drop for Sender<T> {
+impl<T, S> Drop for Sender<T, S> {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ready.notify_one();
+            self.shared.ready.wake();
         }
     }
 }
 
-impl<T> Sender<T> {
+impl<T, S> Sender<T, S> {
+    /// The state both sides share.
+    pub fn status(&self) -> &S {
+        &self.shared.status
+    }
+
+    /// Wakes the reader with [`Recv::Interrupted`] before any queued item (once per call;
+    /// the reader looks at the status to learn why).
+    pub fn interrupt(&self) {
+        self.shared.lock().interrupted = true;
+        self.shared.ready.wake();
+    }
+
     /// Queues `item` unless the queue is full or the reader is gone.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let was_empty = {
@@ -112,44 +144,83 @@ impl<T> Sender<T> {
         // The reader drains everything before it waits, so only the first item of a burst
         // needs to wake it.
         if was_empty {
-            self.shared.ready.notify_one();
+            self.shared.ready.wake();
         }
         Ok(())
     }
 }
 
 /// The reading side.
-pub struct Receiver<T> {
-    shared: Arc<Shared<T>>,
+pub struct Receiver<T, S = ()> {
+    shared: Arc<Shared<T, S>>,
 }
 
-impl<T> Receiver<T> {
-    /// The next item, waiting for one; `None` once every sender is gone and all is read.
-    pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            if let Some(item) = self.try_recv() {
-                return Some(item);
-            }
-            if self.shared.senders.load(Ordering::Acquire) == 0 {
-                // A last item may have raced in before the last sender left.
-                return self.try_recv();
-            }
-            self.shared.ready.notified().await;
+impl<T, S> Receiver<T, S> {
+    /// The state both sides share.
+    pub fn status(&self) -> &S {
+        &self.shared.status
+    }
+
+    /// An interrupt if one is pending, else the next item, waiting for one; `Closed` once
+    /// every sender is gone and all is read.
+    pub async fn recv(&mut self) -> Recv<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Receiver::recv`] as a poll, for hand-written futures.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv<T>> {
+        if let Some(got) = self.next() {
+            return Poll::Ready(got);
         }
+        self.shared.ready.register(cx.waker());
+        // Whatever arrived before the waker was registered woke nobody: look again.
+        match self.next() {
+            Some(got) => Poll::Ready(got),
+            None => Poll::Pending,
+        }
+    }
+
+    /// What `recv` would return now, if anything.
+    fn next(&mut self) -> Option<Recv<T>> {
+        {
+            let mut queue = self.shared.lock();
+            if std::mem::take(&mut queue.interrupted) {
+                return Some(Recv::Interrupted);
+            }
+            if let Some(item) = queue.items.pop_front() {
+                shrink_if_drained(&mut queue.items);
+                return Some(Recv::Item(item));
+            }
+        }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            // A last item may have raced in before the last sender left.
+            return Some(self.try_recv().map_or(Recv::Closed, Recv::Item));
+        }
+        None
+    }
+
+    /// `true` if no item waits.
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
     }
 
     /// The next item if one waits.
     pub fn try_recv(&mut self) -> Option<T> {
         let mut queue = self.shared.lock();
         let item = queue.items.pop_front();
-        if queue.items.is_empty() && queue.items.capacity() > KEEP_ROOM {
-            queue.items = VecDeque::new();
-        }
+        shrink_if_drained(&mut queue.items);
         item
     }
 }
 
-impl<T> Drop for Receiver<T> {
+/// Gives a drained queue's room back once a burst is over.
+fn shrink_if_drained<T>(items: &mut VecDeque<T>) {
+    if items.is_empty() && items.capacity() > KEEP_ROOM {
+        *items = VecDeque::new();
+    }
+}
+
+impl<T, S> Drop for Receiver<T, S> {
     fn drop(&mut self) {
         let mut queue = self.shared.lock();
         queue.reader_gone = true;
@@ -163,22 +234,22 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_order_and_closes_when_the_senders_go() {
-        let (tx, mut rx) = mailbox(2);
+        let (tx, mut rx) = mailbox(2, ());
         tx.try_send(1).unwrap();
         let tx2 = tx.clone();
         tx2.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Recv::Item(1));
         tx.try_send(3).unwrap();
         drop((tx, tx2));
-        assert_eq!(rx.recv().await, Some(2));
-        assert_eq!(rx.recv().await, Some(3));
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv().await, Recv::Item(2));
+        assert_eq!(rx.recv().await, Recv::Item(3));
+        assert_eq!(rx.recv().await, Recv::Closed);
     }
 
     #[tokio::test]
     async fn a_waiting_reader_wakes_and_a_gone_reader_refuses() {
-        let (tx, mut rx) = mailbox(4);
+        let (tx, mut rx) = mailbox(4, ());
         let reader = tokio::spawn(async move {
             let first = rx.recv().await;
             (first, rx)
@@ -186,14 +257,28 @@ mod tests {
         tokio::task::yield_now().await;
         tx.try_send("hi").unwrap();
         let (first, rx) = reader.await.unwrap();
-        assert_eq!(first, Some("hi"));
+        assert_eq!(first, Recv::Item("hi"));
         drop(rx);
         assert!(matches!(tx.try_send("late"), Err(TrySendError::Closed(_))));
     }
 
+    #[tokio::test]
+    async fn an_interrupt_jumps_the_queue_and_wakes_a_waiting_reader() {
+        let (tx, mut rx) = mailbox(4, 7u8);
+        tx.try_send(1).unwrap();
+        tx.interrupt();
+        assert_eq!(rx.recv().await, Recv::Interrupted);
+        assert_eq!(rx.recv().await, Recv::Item(1));
+        assert_eq!(*rx.status(), 7);
+        let reader = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        tx.interrupt();
+        assert_eq!(reader.await.unwrap(), Recv::Interrupted);
+    }
+
     #[test]
     fn a_drained_burst_gives_its_memory_back() {
-        let (tx, mut rx) = mailbox(1000);
+        let (tx, mut rx) = mailbox(1000, ());
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }

@@ -130,6 +130,11 @@ impl Registry {
         self.clients.iter()
     }
 
+    /// Every connection's handle, for the heartbeat sweep and shutdown.
+    pub fn handles_mut(&mut self) -> impl Iterator<Item = (ClientId, &mut ClientHandle)> {
+        self.clients.iter_mut().map(|(id, c)| (*id, &mut c.handle))
+    }
+
     /// Open connections.
     pub fn len(&self) -> usize {
         self.clients.len()

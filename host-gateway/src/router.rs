@@ -3,6 +3,8 @@
 //!
 //! Connections and worker links talk to it through one bounded channel of [`RouterMsg`]s;
 //! it answers by queueing to them without ever waiting, so a slow peer never stalls it.
+//! It also sweeps every connection for heartbeats on one timer, and kicks them all at
+//! shutdown.
 //! Commands and queries are executed in `commands.rs`; which worker gets which event, acks
 //! and redelivery are `delivery.rs`'s; sockets are never touched here.
 
@@ -15,8 +17,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::connection::{ClientHandle, Outgoing};
+use crate::connection::{ClientHandle, Kick, Outgoing};
 use crate::delivery::Delivery;
+use crate::heartbeat::{now_ms, Beat, Heartbeat};
 use crate::registry::Registry;
 use crate::stats::{bump, Counters};
 
@@ -143,6 +146,8 @@ pub struct Router {
     /// Monitoring links; they only get replies.
     monitors: Vec<WorkerHandle>,
     pub(crate) counters: Arc<Counters>,
+    telnet_beat: Heartbeat,
+    device_beat: Heartbeat,
 }
 
 impl Router {
@@ -154,17 +159,35 @@ impl Router {
             delivery: Delivery::new(config, counters.clone()),
             monitors: Vec::new(),
             counters,
+            telnet_beat: Heartbeat::telnet(config),
+            device_beat: Heartbeat::devices(config),
         }
     }
 
-    /// Runs until `shutdown` or until every sender is gone.
+    /// Runs until `shutdown` (then kicks every connection, including those whose `Opened`
+    /// is still queued, and refuses new ones) or until every sender is gone.
     pub async fn run(mut self, mut rx: mpsc::Receiver<RouterMsg>, shutdown: CancellationToken) {
         let mut retry = tokio::time::interval(RETRY_PENDING);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Telnet and devices share the interval (`ping_interval_ms`); only limits differ.
+        let sweep_every = self.telnet_beat.sweep_every();
+        let mut sweep = tokio::time::interval(sweep_every.unwrap_or(Duration::from_secs(3600)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    rx.close();
+                    while let Ok(msg) = rx.try_recv() {
+                        if let RouterMsg::Opened { handle, .. } = msg {
+                            handle.kick(Kick::Shutdown);
+                        }
+                    }
+                    for (_, handle) in self.registry.handles_mut() {
+                        handle.kick(Kick::Shutdown);
+                    }
+                    break;
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => {
                         self.handle(msg);
@@ -182,9 +205,35 @@ impl Router {
                 _ = retry.tick(), if self.delivery.held() > 0 && self.delivery.workers() > 0 => {
                     self.delivery.drain();
                 }
+                _ = sweep.tick(), if sweep_every.is_some() => self.sweep(),
             }
         }
         tracing::debug!(held = self.delivery.held(), "router stopped");
+    }
+
+    /// One heartbeat sweep: pings connections silent for another interval, kicks those
+    /// silent for their kind's limit.
+    pub fn sweep(&mut self) {
+        let now = now_ms();
+        let (telnet, devices) = (self.telnet_beat, self.device_beat);
+        for (id, handle) in self.registry.handles_mut() {
+            let beat = if handle.kind == ClientKind::Telnet {
+                telnet
+            } else {
+                devices
+            };
+            let silent = handle.silent_ms(now);
+            match beat.check(silent, &mut handle.pinged) {
+                Beat::Quiet => {}
+                Beat::Ping => {
+                    tracing::trace!(conn = %id, silent, "silent, pinged");
+                    handle.offer(id, Outgoing::Ping);
+                }
+                Beat::Close => {
+                    handle.kick(Kick::Idle);
+                }
+            }
+        }
     }
 
     /// Handles one message.

@@ -78,9 +78,20 @@ impl Listeners {
     }
 }
 
-/// What every task of a running gateway shares.
+/// What every task of a running gateway shares: one pointer (every connection's task keeps
+/// a copy, so it is kept small), dereferencing to [`Shared`].
 #[derive(Clone)]
-pub struct Context {
+pub struct Context(Arc<Shared>);
+
+impl std::ops::Deref for Context {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The gateway-wide state behind a [`Context`].
+pub struct Shared {
     /// The configuration.
     pub config: Arc<GatewayConfig>,
     /// The counters.
@@ -91,11 +102,11 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Every spawned task, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    next_conn: Arc<AtomicU64>,
-    next_link: Arc<AtomicU64>,
+    next_conn: AtomicU64,
+    next_link: AtomicU64,
 }
 
-impl Context {
+impl Shared {
     /// A fresh client id; connection numbers start at 1 and never repeat.
     pub fn next_client_id(&self) -> ClientId {
         ClientId::new(
@@ -123,15 +134,15 @@ pub async fn run(
     let _stop_on_drop = token.clone().drop_guard();
     let counters = Arc::new(Counters::default());
     let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
-    let ctx = Context {
+    let ctx = Context(Arc::new(Shared {
         config: Arc::new(config),
         counters: counters.clone(),
         router: router_tx,
         shutdown: token.clone(),
         tracker: TaskTracker::new(),
-        next_conn: Arc::new(AtomicU64::new(1)),
-        next_link: Arc::new(AtomicU64::new(1)),
-    };
+        next_conn: AtomicU64::new(1),
+        next_link: AtomicU64::new(1),
+    }));
     if !ctx.config.discovery.is_empty() {
         let addr = match ctx.config.announce.as_str() {
             "" => listeners

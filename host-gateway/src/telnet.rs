@@ -62,6 +62,20 @@ impl TelnetDecoder {
         }
     }
 
+    /// Consumes bytes from `input` up to and including the first that completes an item,
+    /// and returns that item; `None` when `input` ran out first (it is then empty, and a
+    /// partial line waits inside the decoder). Reads straight from any buffer: a connection
+    /// needs none of its own while idle.
+    pub fn next_item(&mut self, input: &mut &[u8]) -> Option<TelnetItem> {
+        while let Some((&byte, rest)) = input.split_first() {
+            *input = rest;
+            if let Some(item) = self.push(byte) {
+                return Some(item);
+            }
+        }
+        None
+    }
+
     /// Handles one byte; returns an item when the byte completes one.
     fn push(&mut self, byte: u8) -> Option<TelnetItem> {
         match self.state {
@@ -128,9 +142,10 @@ impl TelnetDecoder {
             return None;
         }
         let line = std::mem::take(&mut self.line);
-        Some(TelnetItem::Line(
-            String::from_utf8_lossy(&line).into_owned(),
-        ))
+        // Valid UTF-8 (nearly always) becomes the String without a copy.
+        let text = String::from_utf8(line)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Some(TelnetItem::Line(text))
     }
 }
 
@@ -139,15 +154,9 @@ impl Decoder for TelnetDecoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<TelnetItem>, std::io::Error> {
-        let mut used = 0;
-        let mut item = None;
-        for &byte in src.iter() {
-            used += 1;
-            item = self.push(byte);
-            if item.is_some() {
-                break;
-            }
-        }
+        let mut input: &[u8] = src;
+        let item = self.next_item(&mut input);
+        let used = src.len() - input.len();
         src.advance(used);
         Ok(item)
     }

@@ -1,35 +1,40 @@
 //! One telnet user's connection: reads lines into the router, writes its queue out as
-//! CRLF-terminated text, and pings a silent user with IAC NOP (see `heartbeat.rs`). I/O
-//! only; what the lines mean is a worker's business.
+//! CRLF-terminated text, and pings with IAC NOP when the router's heartbeat sweep says so.
+//! I/O only; what the lines mean is a worker's business.
+//!
+//! Built to cost little while idle (most users are, most of the time): no buffer is kept
+//! between reads (bytes are read into the stack and decoded at once; only a line in
+//! progress lives in the decoder), the socket is shared by the reader and the writer
+//! without splitting it, and everything the router may tell the connection (items, a kick)
+//! comes through its one mailbox.
 
+use std::future::{poll_fn, Future};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::FramedRead;
-use tracing::Instrument;
 
-use crate::connection::{Conn, End, Outgoing};
-use crate::heartbeat::{Activity, Heartbeat, Touching};
-use crate::mailbox;
-use crate::router::RouterMsg;
+use crate::connection::{Conn, End, Outbox, Outgoing, Status, ToRouter};
+use crate::mailbox::Recv;
+
+/// The connection's own way into its queue and status.
+type Sender = crate::mailbox::Sender<Outgoing, Status>;
 use crate::server::Context;
 use crate::stats::{bump, Counters};
 use crate::telnet::{TelnetDecoder, TelnetItem};
 
 /// How long the last line (`! disconnected: ...`) may take before the socket is cut.
 const LAST_WORDS: Duration = Duration::from_secs(1);
-/// First size of a connection's read buffer: a typed chat line fits.
-const READ_BUFFER: usize = 256;
+/// Bytes read at once, into the stack (not kept between reads).
+const READ_CHUNK: usize = 2048;
 /// Bytes gathered from the queue into one write; bounds the write buffer.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Write buffer a connection keeps between writes; a bigger one (after a burst) is freed.
+/// Write buffer a connection keeps between writes while more is queued; a bigger one (after
+/// a burst) is freed.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Telnet's no-operation command: the heartbeat ping. Telnet clients ignore it and show
 /// nothing; on a dead peer the write fails in the end and the connection closes.
@@ -38,75 +43,126 @@ const IAC_NOP: [u8; 2] = [0xff, 0xf1];
 pub const BUSY_LINE: &str = "! server busy, message not accepted";
 
 /// Serves one accepted telnet connection until it closes.
-pub async fn serve(ctx: Context, stream: TcpStream, peer: SocketAddr) {
-    let Some(conn) = Conn::open(&ctx, ClientKind::Telnet, peer.to_string()).await else {
-        return;
-    };
-    let span = tracing::info_span!("telnet", conn = %conn.id, %peer);
+///
+/// Not an `async fn`, nor are the two halves below: an `async fn` keeps its arguments twice
+/// in its future (as captured and as locals), an `async move` block once, and this future is
+/// what every connected user costs. For the same reason there is no tracing span per
+/// connection: the few events name the connection themselves.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps the arguments once"
+)]
+pub fn serve(ctx: Context, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
     async move {
-        tracing::debug!("connected");
-        run(conn, stream).await;
+        let Some(mut conn) = Conn::open(&ctx, ClientKind::Telnet, peer.to_string()).await else {
+            return;
+        };
+        drop(ctx);
+        tracing::debug!(conn = %conn.id, %peer, "telnet user connected");
+        // The futures are built inside `select!`: built first into locals, they would take
+        // their room in this task twice (once as locals, once in the select).
+        let end = tokio::select! {
+            end = read_lines(&stream, conn.id, &conn.own, &conn.ctx) => end,
+            end = write_queue(&stream, &mut conn.rx, conn.id, &conn.ctx.counters) => end,
+        };
+        let last = match end {
+            End::TooSlow => Some("! disconnected: too slow\r\n"),
+            End::Shutdown => Some("! server shutting down\r\n"),
+            End::HeartbeatTimeout { .. } => Some("! disconnected: idle\r\n"),
+            _ => None,
+        };
+        let mut stream = stream;
+        let _ = tokio::time::timeout(LAST_WORDS, async {
+            if let Some(text) = last {
+                write_all(&stream, text.as_bytes()).await?;
+            }
+            stream.shutdown().await
+        })
+        .await;
+        conn.close(&end).await;
     }
-    .instrument(span)
-    .await
 }
 
-async fn run(mut conn: Conn, stream: TcpStream) {
-    let ctx = conn.ctx().clone();
-    let kick = conn.kick_token();
-    let (rd, mut wr) = stream.into_split();
-    // Any byte counts as hearing from the user: a keystroke, a partial line, negotiation.
-    let activity = Arc::new(Activity::default());
-    let rd = Touching::new(rd, activity.clone());
-    // A small first buffer: an idle user should cost little (FramedRead's default is 8 KiB);
-    // it grows for a long line, up to `max_line`.
-    let mut lines =
-        FramedRead::with_capacity(rd, TelnetDecoder::new(ctx.config.max_line), READ_BUFFER);
-    // One pending ping is enough (a Notify keeps one permit); no allocation for it.
-    let nop = Notify::new();
-    // The futures are built inside `select!`: built first into locals, they would take
-    // their room in this task twice (once as locals, once in the select), for every user.
-    let heartbeat = Heartbeat::telnet(&ctx.config);
-    let end = tokio::select! {
-        end = read_lines(&mut lines, conn.id, &conn.own, &ctx) => end,
-        end = write_queue(&mut wr, &mut conn.rx, &nop, conn.id, &ctx.counters) => end,
-        end = heartbeat.run(&activity, || nop.notify_one()) => end,
-        end = Conn::stopped(&kick, &ctx.shutdown) => end,
-    };
-    let last = match end {
-        End::TooSlow => Some("! disconnected: too slow\r\n"),
-        End::Shutdown => Some("! server shutting down\r\n"),
-        End::HeartbeatTimeout { .. } => Some("! disconnected: idle\r\n"),
-        _ => None,
-    };
-    let _ = tokio::time::timeout(LAST_WORDS, async {
-        if let Some(text) = last {
-            wr.write_all(text.as_bytes()).await?;
-        }
-        wr.shutdown().await
-    })
-    .await;
-    conn.close(&end).await;
-}
-
-async fn read_lines(
-    lines: &mut FramedRead<Touching<OwnedReadHalf>, TelnetDecoder>,
+/// Reads and decodes lines and hands them to the router, until the peer closes.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps the arguments once; see serve"
+)]
+fn read_lines<'a>(
+    stream: &'a TcpStream,
     id: ClientId,
-    own: &mailbox::Sender<Outgoing>,
-    ctx: &Context,
-) -> End {
-    let router: &mpsc::Sender<RouterMsg> = &ctx.router;
-    loop {
-        match lines.next().await {
-            None => return End::PeerClosed,
-            Some(Err(err)) => return End::Io(err),
-            Some(Ok(TelnetItem::Line(text))) => {
+    own: &'a Sender,
+    ctx: &'a Context,
+) -> impl Future<Output = End> + 'a {
+    async move {
+        let mut decoder = TelnetDecoder::new(ctx.config.max_line);
+        // Bytes read but not decoded yet because the router was full; empty (and unallocated)
+        // but for that.
+        let mut backlog: Vec<u8> = Vec::new();
+        loop {
+            let wait = if backlog.is_empty() {
+                // `poll_read_ready` waits in the socket's own reader slot: unlike `readable()`,
+                // it keeps no waiter in this future.
+                if let Err(err) = poll_fn(|cx| stream.poll_read_ready(cx)).await {
+                    return End::Io(err);
+                }
+                // On the stack and out of scope before the next await: not part of the task.
+                let mut chunk = [0u8; READ_CHUNK];
+                let n = match stream.try_read(&mut chunk) {
+                    Ok(0) => return End::PeerClosed,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+                    Err(err) => return End::Io(err),
+                };
+                // Any byte counts as hearing from the user: a keystroke, negotiation.
+                own.status().activity.touch();
+                let input = chunk.get(..n).unwrap_or_default();
+                hand_over(&mut decoder, input, &mut backlog, id, own, ctx)
+            } else {
+                let taken = std::mem::take(&mut backlog);
+                hand_over(&mut decoder, &taken, &mut backlog, id, own, ctx)
+            };
+            match wait {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    if !wait.await {
+                        return End::Shutdown;
+                    }
+                }
+                Err(end) => return end,
+            }
+        }
+    }
+}
+
+/// Decodes `input` and hands each line to the router without waiting. When the router is
+/// full, returns the wait and keeps the bytes not yet decoded in `backlog`.
+fn hand_over<'c>(
+    decoder: &mut TelnetDecoder,
+    mut input: &[u8],
+    backlog: &mut Vec<u8>,
+    id: ClientId,
+    own: &Sender,
+    ctx: &'c Context,
+) -> Result<Option<ToRouter<'c>>, End> {
+    while let Some(item) = decoder.next_item(&mut input) {
+        match item {
+            TelnetItem::Line(text) => {
                 bump(&ctx.counters.messages_in);
-                if !Conn::inbound(router, id, Inbound::Line(text), 0).await {
-                    return End::Shutdown;
+                let handed = Conn::inbound(&ctx.router, id, Inbound::Line(text), 0);
+                match handed {
+                    futures::future::Either::Left(ready) => {
+                        if !ready.into_inner() {
+                            return Err(End::Shutdown);
+                        }
+                    }
+                    wait => {
+                        backlog.extend_from_slice(input);
+                        return Ok(Some(wait));
+                    }
                 }
             }
-            Some(Ok(TelnetItem::TooLong)) => {
+            TelnetItem::TooLong => {
                 bump(&ctx.counters.input_errors);
                 tracing::debug!(max = ctx.config.max_line, "line too long");
                 let text = format!("! line too long (max {} bytes)", ctx.config.max_line);
@@ -115,50 +171,64 @@ async fn read_lines(
             }
         }
     }
+    Ok(None)
 }
 
-/// Writes queued items, batching whatever is ready into one write, and heartbeat pings.
-async fn write_queue(
-    wr: &mut (impl AsyncWrite + Unpin),
-    rx: &mut mailbox::Receiver<Outgoing>,
-    nops: &Notify,
+/// Writes all of `bytes`, trying first and waiting for room only when the socket is full.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                poll_fn(|cx| stream.poll_write_ready(cx)).await?
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Writes queued items, batching whatever is ready into one write, until the queue ends
+/// or the connection is kicked.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps the arguments once; see serve"
+)]
+fn write_queue<'a>(
+    stream: &'a TcpStream,
+    rx: &'a mut Outbox,
     id: ClientId,
-    counters: &Counters,
-) -> End {
-    let mut buf = Vec::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            item = rx.recv() => match item {
-                Some(item) => item,
-                None => return End::ClosedByWorker,
-            },
-            () = nops.notified() => {
-                if let Err(err) = wr.write_all(&IAC_NOP).await {
-                    return End::Io(err);
+    counters: &'a Counters,
+) -> impl Future<Output = End> + 'a {
+    async move {
+        let mut buf = Vec::new();
+        loop {
+            let first = match rx.recv().await {
+                Recv::Item(item) => item,
+                Recv::Interrupted => return rx.status().end(),
+                Recv::Closed => return End::ClosedByWorker,
+            };
+            buf.clear();
+            let mut item = Some(first);
+            let mut close = false;
+            while let Some(next) = item.take() {
+                close = push(&mut buf, next, id, counters);
+                if close || buf.len() >= WRITE_BATCH {
+                    break;
                 }
-                continue;
+                item = rx.try_recv();
             }
-        };
-        buf.clear();
-        let mut item = Some(first);
-        let mut close = false;
-        while let Some(next) = item.take() {
-            close = push(&mut buf, next, id, counters);
-            if close || buf.len() >= WRITE_BATCH {
-                break;
+            if let Err(err) = write_all(stream, &buf).await {
+                return End::Io(err);
             }
-            item = rx.try_recv();
-        }
-        if let Err(err) = wr.write_all(&buf).await {
-            return End::Io(err);
-        }
-        if buf.capacity() > KEEP_WRITE_BUFFER {
-            // A burst is over: an idle connection should not keep its peak buffer.
-            buf = Vec::new();
-        }
-        if close {
-            return End::ClosedByWorker;
+            if buf.capacity() > KEEP_WRITE_BUFFER || rx.is_empty() {
+                // Nothing more to write for now, or a burst is over: an idle connection keeps
+                // no buffer (a busy one reuses it while its queue has more).
+                buf = Vec::new();
+            }
+            if close {
+                return End::ClosedByWorker;
+            }
         }
     }
 }
@@ -179,6 +249,7 @@ fn push(buf: &mut Vec<u8>, item: Outgoing, id: ClientId, counters: &Counters) ->
             }
         },
         Outgoing::Busy { .. } => line(BUSY_LINE),
+        Outgoing::Ping => buf.extend_from_slice(&IAC_NOP),
         Outgoing::Close { farewell } => {
             if let Some(Outbound::Line(text)) = farewell.as_deref() {
                 line(text);
