@@ -3,7 +3,8 @@
 //! messages mean is the workers' business, reached over the worker link.
 //!
 //! Entry point: [`run`] with [`Listeners`] already bound, as `main.rs` and the tests do.
-#![forbid(unsafe_code)]
+// No unsafe code, but for the one allocator call in `trim.rs`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod announce;
@@ -21,6 +22,7 @@ mod server;
 mod stats;
 pub mod telnet;
 mod telnet_conn;
+mod trim;
 mod worker_link;
 
 pub use config::{ConfigError, GatewayConfig, SerialConfig};

@@ -167,6 +167,8 @@ pub async fn run(
     }
     let router = Router::new(&ctx.config, counters);
     let router_task = tokio::spawn(router.run(router_rx, token.clone()));
+    ctx.tracker
+        .spawn(crate::trim::run(ctx.counters.clone(), token.clone()));
 
     ctx.tracker.spawn(accept_loop(
         ctx.clone(),
