@@ -22,8 +22,14 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Started with `extra` arguments (`--echo`, `--relay ADDR`).
+    fn start_with(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-reference"))
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .expect("chat-reference starts");
@@ -244,4 +250,24 @@ async fn a_reader_whose_queue_overflows_is_disconnected() {
     assert_eq!(line, "* slow (1) left\r\n");
     writer.abort();
     slow.closed().await;
+}
+
+#[tokio::test]
+async fn through_the_relay_lines_arrive_as_they_do_without_it() {
+    let echo = Server::start_with(&["--echo"]);
+    let server = Server::start_with(&["--relay", &echo.addr.to_string()]);
+    let mut ann = server.login("ann", 1).await;
+    let mut bob = server.login("bob", 2).await;
+    ann.expect("* bob (2) joined").await;
+    ann.send("2:hi bob\r\n").await;
+    bob.expect("ann (1) -> you: hi bob").await;
+    bob.send("hello all\r\n").await;
+    ann.expect("bob (2): hello all").await;
+    ann.send("9:anyone?\r\n").await;
+    ann.expect("! no such uid: 9").await;
+    // Killing the echo process stops the relay: nothing is delivered any more.
+    drop(echo);
+    ann.send("2:lost\r\n").await;
+    let silence = tokio::time::timeout(Duration::from_millis(300), bob.line()).await;
+    assert!(silence.is_err(), "delivered without the relay: {silence:?}");
 }

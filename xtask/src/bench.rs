@@ -45,6 +45,9 @@ struct Scenario {
     /// Simulated devices on ptys the gateway opens as serial ports (Switchboard only: the
     /// reference has no devices, its column stays empty).
     ptys: usize,
+    /// Also run the floor: the reference with every chat line relayed through a no-op
+    /// second process (`chat-reference --relay` / `--echo`).
+    floor: bool,
 }
 
 const CPU: (&str, &str, bool) = ("cpu_us_per_op", "server CPU per message (µs)", true);
@@ -77,24 +80,28 @@ fn scenarios(size: Size) -> Vec<Scenario> {
             ]),
             metrics: &[CPU, P99],
             ptys: 0,
+            floor: true,
         },
         Scenario {
             name: "private saturation, 100 users, window 8",
             args: s(&["private", "--users", "100", "--secs", secs, "--window", "8"]),
             metrics: &[RATE, CPU],
             ptys: 0,
+            floor: true,
         },
         Scenario {
             name: "broadcast 4 senders x 100 users, 2k lines/s",
             args: broadcast("2000"),
             metrics: &[RATE, P99],
             ptys: 0,
+            floor: true,
         },
         Scenario {
             name: "broadcast 4 senders x 100 users, 10k lines/s",
             args: broadcast("10000"),
             metrics: &[RATE],
             ptys: 0,
+            floor: true,
         },
         Scenario {
             name: "overload: 100 users, window 1000, then 5 s quiet",
@@ -107,6 +114,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 ("rss_kib_settled", "server RSS after (KiB)", true),
             ],
             ptys: 0,
+            floor: false,
         },
         Scenario {
             name: "connect + login, 32 at once",
@@ -116,6 +124,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 ("cpu_us_per_op", "server CPU per login (µs)", true),
             ],
             ptys: 0,
+            floor: false,
         },
         Scenario {
             name: "idle connections",
@@ -126,6 +135,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 true,
             )],
             ptys: 0,
+            floor: false,
         },
         Scenario {
             name: "devices: 16 on ptys <-> 16 users, as fast as acks allow",
@@ -143,6 +153,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
                 ("wire_bytes_per_ack", "wire bytes per ack", true),
             ],
             ptys: 16,
+            floor: false,
         },
     ]
 }
@@ -151,6 +162,9 @@ fn scenarios(size: Size) -> Vec<Scenario> {
 enum Server {
     Switchboard,
     Reference,
+    /// The reference relaying every chat line through a no-op second process: the least a
+    /// two-process design costs.
+    Floor,
 }
 
 impl Server {
@@ -158,6 +172,7 @@ impl Server {
         match self {
             Server::Switchboard => "switchboard",
             Server::Reference => "reference",
+            Server::Floor => "floor",
         }
     }
 }
@@ -210,8 +225,13 @@ pub fn bench(root: &Path, size: Size) -> Result<()> {
     let mut rows = Vec::new();
     for (n, scenario) in scenarios.iter().enumerate() {
         let mut reports = Vec::new();
-        for server in [Server::Switchboard, Server::Reference] {
-            if scenario.ptys > 0 && matches!(server, Server::Reference) {
+        for server in [Server::Switchboard, Server::Reference, Server::Floor] {
+            let skip = match server {
+                Server::Switchboard => false,
+                Server::Reference => scenario.ptys > 0,
+                Server::Floor => !scenario.floor,
+            };
+            if skip {
                 reports.push(Value::Null);
                 continue;
             }
@@ -228,37 +248,76 @@ pub fn bench(root: &Path, size: Size) -> Result<()> {
         for &(field, what, lower_is_better) in scenario.metrics {
             let figure = |r: &Value| r.get(field).and_then(Value::as_f64).unwrap_or(f64::NAN);
             let lost = |r: &Value| r.get("lost").and_then(Value::as_u64).unwrap_or(0);
-            rows.push((
-                format!("{}: {what}", scenario.name),
-                figure(&reports[0]),
-                figure(&reports[1]),
+            rows.push(Row {
+                name: format!("{}: {what}", scenario.name),
+                switchboard: figure(&reports[0]),
+                reference: figure(&reports[1]),
+                floor: figure(&reports[2]),
                 lower_is_better,
-                lost(&reports[0]) + lost(&reports[1]),
-            ));
+                lost: reports.iter().map(lost).sum(),
+            });
         }
     }
 
     println!("\nSwitchboard vs the reference chat server, commit {commit}, {size:?} run");
+    println!("(floor: the reference relaying each chat line through a no-op second process)\n");
     println!(
-        "{:<76} {:>12} {:>12} {:>8}",
-        "scenario", "switchboard", "reference", "ratio"
+        "{:<76} {:>12} {:>12} {:>8} {:>12} {:>9}",
+        "scenario", "switchboard", "reference", "ratio", "floor", "vs floor"
     );
-    for (name, sb, re, lower_is_better, lost) in rows {
-        if re.is_nan() {
-            println!("{name:<76} {sb:>12.1} {:>12} {:>8}", "-", "-");
-            continue;
-        }
-        let ratio = if re > 0.0 { sb / re } else { f64::NAN };
-        let better = if lower_is_better { "lower" } else { "higher" };
-        let lost = if lost > 0 {
-            format!("  lost: {lost}")
-        } else {
-            String::new()
-        };
-        println!("{name:<76} {sb:>12.1} {re:>12.1} {ratio:>7.2}x  ({better} is better){lost}");
+    for row in rows {
+        println!("{}", row.render());
     }
     println!("\nraw reports: {}", out_path.display());
     Ok(())
+}
+
+/// One line of the table.
+struct Row {
+    name: String,
+    switchboard: f64,
+    reference: f64,
+    floor: f64,
+    lower_is_better: bool,
+    lost: u64,
+}
+
+impl Row {
+    fn render(&self) -> String {
+        let column = |v: f64| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        let ratio = |of: f64| {
+            if of.is_nan() || of <= 0.0 || self.switchboard.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}x", self.switchboard / of)
+            }
+        };
+        let better = if self.lower_is_better {
+            "lower"
+        } else {
+            "higher"
+        };
+        let lost = if self.lost > 0 {
+            format!("  lost: {}", self.lost)
+        } else {
+            String::new()
+        };
+        format!(
+            "{:<76} {:>12} {:>12} {:>8} {:>12} {:>9}  ({better} is better){lost}",
+            self.name,
+            column(self.switchboard),
+            column(self.reference),
+            ratio(self.reference),
+            column(self.floor),
+            ratio(self.floor),
+        )
+    }
 }
 
 /// Runs the load generator for `scenario` against `running`; returns its JSON report.
@@ -304,14 +363,13 @@ fn start(bins: &Path, server: &Server, n: usize, ptys: usize) -> Result<Running>
     std::fs::create_dir_all(&dir.0)?;
     let telnet = free_port()?;
     let children = match server {
-        Server::Reference => {
-            let child = Command::new(bins.join("chat-reference"))
-                .args(["--listen", &telnet.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting chat-reference")?;
-            vec![("reference".to_owned(), child)]
+        Server::Reference => vec![("reference".to_owned(), reference(bins, telnet, &[])?)],
+        Server::Floor => {
+            // The relaying reference retries its connection until the echo listens.
+            let relay = free_port()?;
+            let echo = reference(bins, relay, &["--echo"])?;
+            let chat = reference(bins, telnet, &["--relay", &relay.to_string()])?;
+            vec![("reference".to_owned(), chat), ("relay".to_owned(), echo)]
         }
         Server::Switchboard => {
             let (device, worker) = (free_port()?, free_port()?);
@@ -377,6 +435,17 @@ fn wait_greeting(telnet: SocketAddr) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("no server greeted on {telnet} within {START_TIMEOUT:?}")
+}
+
+/// Starts `chat-reference` on `listen` with `extra` arguments.
+fn reference(bins: &Path, listen: SocketAddr, extra: &[&str]) -> Result<Child> {
+    Command::new(bins.join("chat-reference"))
+        .args(["--listen", &listen.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting chat-reference")
 }
 
 fn free_port() -> Result<SocketAddr> {

@@ -25,6 +25,9 @@
 //! An idle connection holds no buffers: reads go through a stack buffer, and the output
 //! buffer and the queue are freed whenever they are empty.
 //!
+//! `--relay ADDR` / `--echo` turn two reference processes into the floor of a two-process
+//! design: see `reference/relay.rs`.
+//!
 //! Overflow policy: a user's mailbox holds [`QUEUE`] lines (besides the batch being
 //! written). Senders never wait: a line that finds it full is dropped, the queue is
 //! discarded and that user is disconnected (`! disconnected: too slow`, best effort), so one
@@ -38,7 +41,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -52,6 +55,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
+
+#[path = "reference/relay.rs"]
+mod relay;
 
 // The texts, copied from Switchboard (`worker/src/chat/commands.rs`, the gateway's
 // `telnet_conn.rs`): the load generator compares them byte for byte.
@@ -109,6 +115,13 @@ struct Cli {
     /// More logging: -v debug, -vv trace. RUST_LOG overrides.
     #[arg(short, action = ArgAction::Count)]
     verbose: u8,
+    /// Hand every chat line to the `--echo` process at ADDR and deliver it when it comes
+    /// back: the floor of a two-process design (see `reference/relay.rs`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "echo")]
+    relay: Option<SocketAddr>,
+    /// Be the relay's other end instead of a chat server: send back every byte.
+    #[arg(long)]
+    echo: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,7 +149,21 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", cli.listen))?;
         eprintln!("listening on {}", listener.local_addr()?);
-        tracing::info!(threads, "THE REFERENCE chat server (not Switchboard)");
+        if cli.echo {
+            tracing::info!(threads, "THE REFERENCE's echo relay (not Switchboard)");
+            tokio::select! {
+                () = relay::echo(listener) => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return Ok(());
+        }
+        tracing::info!(threads, relay = ?cli.relay, "THE REFERENCE chat server (not Switchboard)");
+        let chat = Arc::new(Chat::default());
+        if let Some(addr) = cli.relay {
+            let relay = relay::Relay::connect(addr, chat.clone()).await?;
+            let _ = chat.relay.set(relay);
+        }
         let stop = async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM"),
@@ -145,7 +172,7 @@ fn main() -> anyhow::Result<()> {
         };
         // On a worker, so exactly `threads` threads serve, and accepted connections start
         // on the accepting worker's own run queue.
-        tokio::spawn(run(listener, stop))
+        tokio::spawn(run(chat, listener, stop))
             .await
             .context("the server task failed")
     })
@@ -153,8 +180,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Serves `listener` until `stop` resolves; then tells every connection to close and waits
 /// up to [`DRAIN`] for them.
-async fn run(listener: TcpListener, stop: impl Future<Output = ()>) {
-    let chat = Arc::new(Chat::default());
+async fn run(chat: Arc<Chat>, listener: TcpListener, stop: impl Future<Output = ()>) {
     let (stop_tx, _) = watch::channel(());
     tokio::pin!(stop);
     loop {
@@ -196,6 +222,8 @@ struct Chat {
     users: RwLock<HashMap<u64, Arc<Mailbox>>>,
     /// Users disconnected because their queue was full.
     too_slow: AtomicU64,
+    /// With `--relay`: chat lines go by way of the other process.
+    relay: OnceLock<relay::Relay>,
 }
 
 impl Chat {
@@ -509,7 +537,12 @@ impl Session {
         } else if let Some((to, text)) = line.split_once(':').filter(|(to, _)| is_uid(to)) {
             private(chat, out, user, to, text.trim());
         } else if !line.is_empty() {
-            chat.broadcast(user.uid, &shared(&[&user.me, ": ", line]));
+            let said = shared(&[&user.me, ": ", line]);
+            match chat.relay.get() {
+                None => chat.broadcast(user.uid, &said),
+                Some(relay) if !relay.broadcast(user.uid, &said) => tell(out, &[relay::BUSY]),
+                Some(_) => {}
+            }
         }
         !self.quit
     }
@@ -572,9 +605,15 @@ fn private(chat: &Chat, out: &mut Vec<u8>, from: &User, to: &str, text: &str) {
     if text.is_empty() {
         return tell(out, &[EMPTY_PRIVATE]);
     }
+    let line = shared(&[&from.me, " -> you: ", text]);
+    if let Some(relay) = chat.relay.get() {
+        if !relay.private(to, from.uid, &line) {
+            tell(out, &[relay::BUSY]);
+        }
+        return;
+    }
     // Uids are compared as text, as in Switchboard: `07` is not 7.
     let uid = to.parse().ok().filter(|_| !to.starts_with('0'));
-    let line = shared(&[&from.me, " -> you: ", text]);
     if !uid.is_some_and(|uid| chat.send_to(uid, &line)) {
         tell(out, &["! no such uid: ", to]);
     }

@@ -101,10 +101,13 @@ pub async fn run(common: &Common, cfg: &Devices) -> anyhow::Result<Report> {
     let ids: Vec<String> = (0..cfg.devices)
         .map(|i| format!("{}d{i}", common.prefix))
         .collect();
-    let mut links = Vec::with_capacity(cfg.devices);
-    for (i, id) in ids.iter().enumerate() {
-        links.push(join(&cfg.transport, i, id).await?);
-    }
+    // Every link first, then every hello's ack at once: a gateway retrying its serial ports
+    // with backoff opens them all within one backoff period, not one period per device.
+    let joins = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| join(&cfg.transport, i, id));
+    let links: Vec<DeviceLink> = futures::future::try_join_all(joins).await?;
     // A user's private message needs the device bound: the join line every user gets says so.
     let mut users = users;
     for (i, (lines, _)) in users.iter_mut().enumerate() {
