@@ -148,7 +148,7 @@ async fn read_frames(
                 DeviceMsg::Ack { seq } => chore(Chore::Acked(seq)),
                 DeviceMsg::Pong { .. } => {}
                 msg => {
-                    if !Conn::inbound(&ctx.router, id, Inbound::Device(msg), seq).await {
+                    if !Conn::inbound(&ctx.router, id, Inbound::Device(Box::new(msg)), seq).await {
                         return End::Shutdown;
                     }
                 }

@@ -66,7 +66,7 @@ async fn send_commands_reach_the_right_users() {
     worker
         .command(Command::SendToUid {
             uids: vec!["alice".into()],
-            body: Outbound::Device(chat.clone()),
+            body: Outbound::Device(Box::new(chat.clone())),
         })
         .await;
     worker

@@ -84,7 +84,10 @@ async fn tcp_device_frames_ping_and_resync() {
     let id = worker.connected(ClientKind::DeviceTcp).await;
 
     let hello_seq = dev.send(hello("dev-1")).await;
-    assert_eq!(worker.message(id).await, Inbound::Device(hello("dev-1")));
+    assert_eq!(
+        worker.message(id).await,
+        Inbound::Device(Box::new(hello("dev-1")))
+    );
     // Hello needs an ack (protocol::reliable).
     let ack = dev.recv().await;
     assert_eq!(ack.msg, HostMsg::Ack { seq: hello_seq });
@@ -110,7 +113,10 @@ async fn tcp_device_frames_ping_and_resync() {
         .unwrap(),
     );
     dev.send_raw(&bytes).await;
-    assert_eq!(worker.message(id).await, Inbound::Device(telemetry));
+    assert_eq!(
+        worker.message(id).await,
+        Inbound::Device(Box::new(telemetry))
+    );
     let report = dev.recv().await;
     assert_eq!(
         report.msg,
@@ -136,7 +142,7 @@ async fn tcp_device_frames_ping_and_resync() {
     worker
         .command(Command::SendToClient {
             client: id,
-            body: Outbound::Device(chat.clone()),
+            body: Outbound::Device(Box::new(chat.clone())),
         })
         .await;
     assert_eq!(dev.recv().await.msg, chat);
@@ -226,7 +232,7 @@ async fn device_chat_is_acked_deduplicated_and_retransmitted() {
     assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: 40 });
     dev.send_raw(&frame).await;
     assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: 40 });
-    assert_eq!(worker.message(id).await, Inbound::Device(said));
+    assert_eq!(worker.message(id).await, Inbound::Device(Box::new(said)));
     worker.no_event(Duration::from_millis(100)).await;
 
     // Two chat frames for the device: the second waits until the first is acked, and the
@@ -242,7 +248,7 @@ async fn device_chat_is_acked_deduplicated_and_retransmitted() {
         worker
             .command(Command::SendToClient {
                 client: id,
-                body: Outbound::Device(chat(text)),
+                body: Outbound::Device(Box::new(chat(text))),
             })
             .await;
     }

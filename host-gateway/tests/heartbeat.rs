@@ -50,7 +50,10 @@ async fn a_device_that_never_answers_is_pinged_then_closed() {
     let id = worker.connected(ClientKind::DeviceTcp).await;
     let hello_seq = dev.send(hello("mute")).await;
     let heard = Instant::now();
-    assert_eq!(worker.message(id).await, Inbound::Device(hello("mute")));
+    assert_eq!(
+        worker.message(id).await,
+        Inbound::Device(Box::new(hello("mute")))
+    );
     assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: hello_seq });
 
     // Silent from here on: two pings (after 1 and 2 intervals), closed at the third.
@@ -84,7 +87,10 @@ async fn a_device_that_answers_pings_stays_connected() {
     let mut dev = gw.device().await;
     let id = worker.connected(ClientKind::DeviceTcp).await;
     let hello_seq = dev.send(hello("chatty")).await;
-    assert_eq!(worker.message(id).await, Inbound::Device(hello("chatty")));
+    assert_eq!(
+        worker.message(id).await,
+        Inbound::Device(Box::new(hello("chatty")))
+    );
     assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: hello_seq });
 
     // Six intervals, three times the limit, answering each ping with its pong.
@@ -110,7 +116,7 @@ async fn a_device_that_answers_pings_stays_connected() {
     worker
         .command(Command::SendToClient {
             client: id,
-            body: protocol::link::Outbound::Device(chat.clone()),
+            body: protocol::link::Outbound::Device(Box::new(chat.clone())),
         })
         .await;
     loop {

@@ -54,7 +54,7 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     let hello_seq = dev.send(hello("pty-dev")).await;
     assert_eq!(
         worker.message(first).await,
-        Inbound::Device(hello("pty-dev"))
+        Inbound::Device(Box::new(hello("pty-dev")))
     );
     assert_eq!(dev.recv().await.msg, HostMsg::Ack { seq: hello_seq });
     dev.send(DeviceMsg::Ping { nonce: 5 }).await;
@@ -67,7 +67,7 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     worker
         .command(Command::SendToClient {
             client: first,
-            body: Outbound::Device(chat.clone()),
+            body: Outbound::Device(Box::new(chat.clone())),
         })
         .await;
     assert_eq!(dev.recv().await.msg, chat);
@@ -95,7 +95,7 @@ async fn serial_device_on_a_pty_connects_talks_goes_offline_and_comes_back() {
     dev.send(hello("pty-dev")).await;
     assert_eq!(
         worker.message(second).await,
-        Inbound::Device(hello("pty-dev"))
+        Inbound::Device(Box::new(hello("pty-dev")))
     );
     gw.stop().await;
 }

@@ -7,6 +7,7 @@
 //! answers [`GatewayToWorker::Welcome`] or [`GatewayToWorker::Refused`] and closes.
 //! Delivery guarantees (acks, redelivery) are the gateway's business, not this module's.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -81,37 +82,31 @@ impl ClientKind {
 }
 
 /// A message from a client, as the gateway decoded it.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once per message; a Box would only add an allocation and change the API"
-)]
+///
+/// The device frame is boxed: it is ~240 bytes (fixed-capacity strings), a line 24, and an
+/// inbound message is moved through several queues and futures on both sides (measured:
+/// those moves were a tenth of the gateway's and worker's CPU at saturation). A box
+/// encodes exactly as its content, so the wire is unchanged.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// One line from a telnet user: telnet negotiation stripped, no line terminator, valid
     /// UTF-8 (invalid sequences replaced by U+FFFD).
     Line(String),
     /// A frame from a device. Pings, pongs and acks are the gateway's and never arrive here.
-    Device(DeviceMsg),
+    Device(Box<DeviceMsg>),
 }
 
-/// A message for a client; the gateway encodes it for the client's kind.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once per message; a Box would only add an allocation and change the API"
-)]
+/// A message for a client; the gateway encodes it for the client's kind. The device frame
+/// is boxed for the same reason as [`Inbound`]'s.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// Text for telnet users; the gateway appends `\r\n`. Not delivered to devices.
     Line(String),
     /// A frame for devices; the gateway assigns the sequence number. Not delivered to telnet users.
-    Device(HostMsg),
+    Device(Box<HostMsg>),
 }
 
 /// Something that happened on a gateway's connection.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once per message; a Box would only add an allocation and change the API"
-)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Event {
     /// A connection was accepted (or a serial port opened).
@@ -354,10 +349,6 @@ pub struct ClientInfo {
 }
 
 /// Everything a worker sends on a link.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once per message; a Box would only add an allocation and change the API"
-)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum WorkerToGateway {
     /// Opens the link.

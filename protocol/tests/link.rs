@@ -30,11 +30,11 @@ fn line(s: &str) -> Outbound {
 }
 
 fn device_out() -> Outbound {
-    Outbound::Device(HostMsg::Chat(ChatIn {
+    Outbound::Device(Box::new(HostMsg::Chat(ChatIn {
         from: "1001".try_into().unwrap(),
         direct: true,
         text: "hi".try_into().unwrap(),
-    }))
+    })))
 }
 
 fn events() -> Vec<Event> {
@@ -62,10 +62,10 @@ fn events() -> Vec<Event> {
         Event::Message {
             client: B,
             session: Session::new(),
-            body: Inbound::Device(DeviceMsg::Telemetry(Telemetry {
+            body: Inbound::Device(Box::new(DeviceMsg::Telemetry(Telemetry {
                 name: "uptime_s".try_into().unwrap(),
                 value: 5,
-            })),
+            }))),
         },
         Event::Close {
             client: A,

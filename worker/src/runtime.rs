@@ -213,7 +213,7 @@ async fn dispatch<H: Handler>(handler: &mut H, cx: &Context, event: Event) -> Ha
             client,
             body: Inbound::Device(msg),
             ..
-        } => handler.on_device(cx, client, msg).await,
+        } => handler.on_device(cx, client, *msg).await,
         Event::Close { client, uid, .. } => handler.on_close(cx, client, uid).await,
     }
 }

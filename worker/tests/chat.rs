@@ -13,15 +13,15 @@ const USER_B: ClientId = ClientId::new(1, 2);
 const DEVICE: ClientId = ClientId::new(1, 3);
 
 fn device_frame(from: &str, direct: bool, text: &str) -> Outbound {
-    Outbound::Device(HostMsg::Chat(ChatIn {
+    Outbound::Device(Box::new(HostMsg::Chat(ChatIn {
         from: from.try_into().unwrap(),
         direct,
         text: text.try_into().unwrap(),
-    }))
+    })))
 }
 
 fn device_error(code: ErrorCode) -> Outbound {
-    Outbound::Device(HostMsg::Error(ErrorReport { code, seq: 0 }))
+    Outbound::Device(Box::new(HostMsg::Error(ErrorReport { code, seq: 0 })))
 }
 
 fn hello(id: &str) -> DeviceMsg {

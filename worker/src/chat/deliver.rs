@@ -56,11 +56,11 @@ pub(super) async fn resolve(cx: &Context, uid: &str) -> Result<Target, HandlerEr
 pub(super) fn chat_frame(from: &str, text: &str, direct: bool) -> Option<Outbound> {
     let from = PeerId::try_from(from).ok()?;
     let text = Text::try_from(text).ok()?;
-    Some(Outbound::Device(HostMsg::Chat(ChatIn {
+    Some(Outbound::Device(Box::new(HostMsg::Chat(ChatIn {
         from,
         direct,
         text,
-    })))
+    }))))
 }
 
 /// Says `text` to everyone but the speaker, and keeps it in the history.

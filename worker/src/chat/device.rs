@@ -14,7 +14,7 @@ use super::{now, GROUP_DEVICES, GROUP_USERS, SESSION_DEVICE, SESSION_NICK, SESSI
 use crate::handler::{Context, HandlerResult};
 
 fn error(code: ErrorCode) -> Outbound {
-    Outbound::Device(HostMsg::Error(ErrorReport { code, seq: 0 }))
+    Outbound::Device(Box::new(HostMsg::Error(ErrorReport { code, seq: 0 })))
 }
 
 /// Shortest time between two `last_seen`-only registry writes for one device: `last_seen`

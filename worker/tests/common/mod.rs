@@ -207,7 +207,7 @@ pub fn frame(client: ClientId, session: Session, msg: DeviceMsg) -> Event {
     Event::Message {
         client,
         session,
-        body: Inbound::Device(msg),
+        body: Inbound::Device(Box::new(msg)),
     }
 }
 
