@@ -104,6 +104,13 @@ fn scenarios(size: Size) -> Vec<Scenario> {
             floor: true,
         },
         Scenario {
+            name: "broadcast 4 senders x 100 users, 40k lines/s (past saturation)",
+            args: broadcast("40000"),
+            metrics: &[RATE, CPU],
+            ptys: 0,
+            floor: true,
+        },
+        Scenario {
             name: "overload: 100 users, window 1000, then 5 s quiet",
             args: s(&[
                 "overload", "--users", "100", "--secs", secs, "--window", "1000",
