@@ -22,7 +22,7 @@ const NEXT_UID_KEY: &[u8] = b"next_uid";
 /// Uids reserved (and flushed) at once. A crash after a reservation skips at most this many
 /// numbers, which keeps uids unique without an fsync per login; a clean shutdown gives the
 /// unused ones back.
-const UID_BLOCK: u64 = 32;
+const UID_BLOCK: u64 = 1024;
 /// Ends a device id inside an offline-queue key. UTF-8 never contains 0xFF, so no device's
 /// prefix is a prefix of another's.
 const ID_END: u8 = 0xFF;
@@ -178,6 +178,11 @@ impl Store for SledStore {
     fn raise_uid_counter(&self, at_least: u64) -> Result<(), StoreError> {
         let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         if block.next > at_least {
+            return Ok(());
+        }
+        if block.next != 0 && at_least < block.last {
+            // Inside the block already reserved (and flushed): skip ahead in it.
+            block.next = at_least + 1;
             return Ok(());
         }
         self.db
