@@ -104,7 +104,7 @@ impl Context {
 
     /// The current client's session, including changes this worker made in earlier events
     /// that the gateway had not applied yet when it sent this one. Empty on connect.
-    pub fn session(&self) -> Session {
+    pub fn session(&self) -> Arc<Session> {
         self.gateway.sessions().get(self.client).unwrap_or_default()
     }
 

@@ -9,16 +9,17 @@
 //! closes; with one worker per client (the gateway's routing) that does not happen.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use protocol::link::{ClientId, Session};
 
 #[derive(Default)]
 struct State {
-    /// The client whose event is being handled, with the session the gateway sent.
-    current: Option<(ClientId, Session)>,
+    /// The client whose event is being handled, with the session the gateway sent. Shared
+    /// with the handler that reads it: reading a session copies nothing.
+    current: Option<(ClientId, Arc<Session>)>,
     /// Sessions this worker changed, newer than what the gateway sends with events.
-    changed: HashMap<ClientId, Session>,
+    changed: HashMap<ClientId, Arc<Session>>,
 }
 
 /// Shared by the runtime (which sets the current event) and the `Gateway` handle (whose
@@ -39,7 +40,7 @@ impl SessionCache {
 
     /// An event of `client` carrying `session` is about to be handled.
     pub(crate) fn begin(&self, client: ClientId, session: Session) {
-        self.lock().current = Some((client, session));
+        self.lock().current = Some((client, Arc::new(session)));
     }
 
     /// The event is handled; `closed` drops the client's entry.
@@ -52,13 +53,13 @@ impl SessionCache {
     }
 
     /// The freshest session known for `client`, if this worker tracks it.
-    pub(crate) fn get(&self, client: ClientId) -> Option<Session> {
+    pub(crate) fn get(&self, client: ClientId) -> Option<Arc<Session>> {
         let state = self.lock();
         if let Some(session) = state.changed.get(&client) {
-            return Some(session.clone());
+            return Some(Arc::clone(session));
         }
         match &state.current {
-            Some((current, session)) if *current == client => Some(session.clone()),
+            Some((current, session)) if *current == client => Some(Arc::clone(session)),
             _ => None,
         }
     }
@@ -68,18 +69,18 @@ impl SessionCache {
     pub(crate) fn write(&self, client: ClientId, session: &Session, merge: bool) {
         let mut state = self.lock();
         let base = match (state.changed.get(&client), &state.current) {
-            (Some(cached), _) => cached.clone(),
-            (None, Some((current, sent))) if *current == client => sent.clone(),
+            (Some(cached), _) => cached,
+            (None, Some((current, sent))) if *current == client => sent,
             _ => return,
         };
         let new = if merge {
-            let mut merged = base;
+            let mut merged = Session::clone(base);
             merged.extend(session.iter().map(|(k, v)| (k.clone(), v.clone())));
             merged
         } else {
             session.clone()
         };
-        state.changed.insert(client, new);
+        state.changed.insert(client, Arc::new(new));
     }
 
     /// The link to `gateway` went down: its clients may be gone without a `Close` (the
@@ -114,13 +115,19 @@ mod tests {
         let a = ClientId::new(1, 1);
         cache.begin(a, session(&[("x", "1")]));
         cache.write(a, &session(&[("nick", "al")]), true);
-        assert_eq!(cache.get(a), Some(session(&[("nick", "al"), ("x", "1")])));
+        assert_eq!(
+            cache.get(a).as_deref(),
+            Some(&session(&[("nick", "al"), ("x", "1")]))
+        );
         cache.end(a, false);
         // The gateway's copy in the next event predates the update.
         cache.begin(a, session(&[("x", "1")]));
-        assert_eq!(cache.get(a), Some(session(&[("nick", "al"), ("x", "1")])));
+        assert_eq!(
+            cache.get(a).as_deref(),
+            Some(&session(&[("nick", "al"), ("x", "1")]))
+        );
         cache.write(a, &session(&[("y", "2")]), false);
-        assert_eq!(cache.get(a), Some(session(&[("y", "2")])));
+        assert_eq!(cache.get(a).as_deref(), Some(&session(&[("y", "2")])));
         cache.end(a, true);
         assert_eq!(cache.len(), 0);
     }
@@ -147,6 +154,9 @@ mod tests {
         }
         cache.forget_gateway(1);
         assert_eq!(cache.get(ClientId::new(1, 1)), None);
-        assert_eq!(cache.get(ClientId::new(2, 1)), Some(session(&[("k", "v")])));
+        assert_eq!(
+            cache.get(ClientId::new(2, 1)).as_deref(),
+            Some(&session(&[("k", "v")]))
+        );
     }
 }

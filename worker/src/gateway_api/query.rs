@@ -168,7 +168,7 @@ impl Gateway {
     /// `getSession`: the freshest copy this worker knows, else the gateway's.
     pub async fn get_session(&self, client: ClientId) -> Result<Option<Session>, GatewayError> {
         if let Some(session) = self.inner.sessions.get(client) {
-            return Ok(Some(session));
+            return Ok(Some(Session::clone(&session)));
         }
         let gateway = client.gateway();
         match self.ask_one(gateway, Query::GetSession(client)).await? {
@@ -212,7 +212,7 @@ impl Gateway {
         // The gateway's copies may predate this worker's own updates.
         for info in &mut infos {
             if let Some(session) = self.inner.sessions.get(info.client) {
-                info.session = session;
+                info.session = Session::clone(&session);
             }
         }
         Ok(infos)
