@@ -106,6 +106,23 @@ pub struct Shared {
     next_link: AtomicU64,
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context with nothing behind its router channel, for unit tests.
+    pub(crate) fn detached(config: GatewayConfig) -> Context {
+        let (router, _) = mpsc::channel(1);
+        Context(Arc::new(Shared {
+            config: Arc::new(config),
+            counters: Arc::new(Counters::default()),
+            router,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+            next_link: AtomicU64::new(1),
+        }))
+    }
+}
+
 impl Shared {
     /// A fresh client id; connection numbers start at 1 and never repeat.
     pub fn next_client_id(&self) -> ClientId {

@@ -76,6 +76,15 @@ impl TelnetDecoder {
         None
     }
 
+    /// At the end of the input: a last line without a terminator still counts, unless it
+    /// was too long.
+    pub fn finish(&mut self) -> Option<TelnetItem> {
+        if self.line.is_empty() || self.discarding {
+            return None;
+        }
+        self.end_line()
+    }
+
     /// Handles one byte; returns an item when the byte completes one.
     fn push(&mut self, byte: u8) -> Option<TelnetItem> {
         match self.state {
@@ -165,11 +174,7 @@ impl Decoder for TelnetDecoder {
         if let Some(item) = self.decode(src)? {
             return Ok(Some(item));
         }
-        // A last line without a terminator still counts, unless it was too long.
-        if self.line.is_empty() || self.discarding {
-            return Ok(None);
-        }
-        Ok(self.end_line())
+        Ok(self.finish())
     }
 }
 

@@ -10,6 +10,23 @@ use protocol::link::{ClientKind, Command, Event, Inbound, Outbound, Session};
 use protocol::{ChatIn, DeviceMsg, ErrorCode, ErrorReport, HostMsg};
 
 #[tokio::test]
+async fn a_last_line_without_its_terminator_still_counts() {
+    let gw = Gateway::start().await;
+    let mut worker = gw.worker().await;
+    let mut user = gw.telnet().await;
+    let id = worker.connected(ClientKind::Telnet).await;
+    user.send(b"first\r\nlast words").await;
+    user.finish().await;
+    assert_eq!(worker.line(id).await, "first");
+    assert_eq!(worker.line(id).await, "last words");
+    match worker.event().await {
+        Event::Close { client, .. } => assert_eq!(client, id),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn telnet_connect_lines_negotiation_and_utf8() {
     let gw = Gateway::start().await;
     let mut worker = gw.worker().await;

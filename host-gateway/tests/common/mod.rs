@@ -326,6 +326,11 @@ impl Telnet {
         self.writer.write_all(bytes).await.expect("telnet write");
     }
 
+    /// Closes the sending side (the gateway reads end of input), keeps reading.
+    pub async fn finish(&mut self) {
+        self.writer.shutdown().await.expect("telnet shutdown");
+    }
+
     /// The next line the gateway wrote, which must end in CRLF; returned without it.
     pub async fn line(&mut self) -> String {
         let mut buf = Vec::new();
