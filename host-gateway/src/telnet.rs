@@ -67,13 +67,33 @@ impl TelnetDecoder {
     /// partial line waits inside the decoder). Reads straight from any buffer: a connection
     /// needs none of its own while idle.
     pub fn next_item(&mut self, input: &mut &[u8]) -> Option<TelnetItem> {
-        while let Some((&byte, rest)) = input.split_first() {
+        loop {
+            self.take_text(input);
+            let (&byte, rest) = input.split_first()?;
             *input = rest;
             if let Some(item) = self.push(byte) {
                 return Some(item);
             }
         }
-        None
+    }
+
+    /// The common case in one step: a run of ordinary text that fits the line is copied at
+    /// once (one allocation for a typical line, not one per doubling). Anything else (a
+    /// command, a line end, a byte after CR, an overflow) is left to [`Self::push`].
+    fn take_text(&mut self, input: &mut &[u8]) {
+        if self.state != State::Data || self.after_cr || self.discarding {
+            return;
+        }
+        let run = input
+            .iter()
+            .position(|b| matches!(*b, IAC | b'\r' | b'\n'))
+            .unwrap_or(input.len());
+        if run == 0 || self.line.len() + run > self.max_line {
+            return;
+        }
+        let (text, rest) = input.split_at(run);
+        self.line.extend_from_slice(text);
+        *input = rest;
     }
 
     /// At the end of the input: a last line without a terminator still counts, unless it
@@ -258,6 +278,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_text_fast_path_decodes_as_byte_by_byte(
+            bytes in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'\r'), Just(b'\n'), Just(IAC), Just(0u8), Just(b'a')],
+                0..300,
+            ),
+            max in 1usize..40,
+        ) {
+            let (mut fast, mut slow) = (TelnetDecoder::new(max), TelnetDecoder::new(max));
+            let mut input = &bytes[..];
+            let mut got = Vec::new();
+            while let Some(item) = fast.next_item(&mut input) {
+                got.push(item);
+            }
+            let want: Vec<TelnetItem> = bytes.iter().filter_map(|&b| slow.push(b)).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(fast.line, slow.line);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic_and_stay_bounded(
             chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..32),
