@@ -81,6 +81,20 @@ impl Status {
 /// A connection's outbound queue, with its [`Status`].
 pub type Outbox = mailbox::Receiver<Outgoing, Status>;
 
+/// Kicks the connection behind `tx`; `false` if it was kicked already (the first reason
+/// stands).
+fn kick(tx: &mailbox::Sender<Outgoing, Status>, why: Kick) -> bool {
+    let first = tx
+        .status()
+        .kicked
+        .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if first {
+        tx.interrupt();
+    }
+    first
+}
+
 /// The router's way to reach one connection.
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -110,16 +124,7 @@ impl ClientHandle {
     /// Stops the connection from outside: it drops what is queued and ends with `why`.
     /// Returns `false` if it was kicked already (the first reason stands).
     pub fn kick(&self, why: Kick) -> bool {
-        let first = self
-            .tx
-            .status()
-            .kicked
-            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if first {
-            self.tx.interrupt();
-        }
-        first
+        kick(&self.tx, why)
     }
 
     /// How long the peer has been silent, as of `now` ([`now_ms`]).
@@ -132,12 +137,18 @@ impl ClientHandle {
 impl ClientHandle {
     /// A handle whose queue nobody reads, for tests of the router's bookkeeping.
     pub(crate) fn detached(kind: ClientKind) -> ClientHandle {
-        let (tx, _rx) = mailbox::mailbox(1, Status::default());
-        ClientHandle {
+        ClientHandle::pair(kind, 1).0
+    }
+
+    /// A handle and the queue it fills, for tests of a connection's writer.
+    pub(crate) fn pair(kind: ClientKind, capacity: usize) -> (ClientHandle, Outbox) {
+        let (tx, rx) = mailbox::mailbox(capacity, Status::default());
+        let handle = ClientHandle {
             kind,
             pinged: 0,
             tx,
-        }
+        };
+        (handle, rx)
     }
 }
 
@@ -204,6 +215,11 @@ impl Conn {
         let opened = RouterMsg::Opened { id, peer, handle };
         if !to_router(&ctx.router, opened).await {
             return None;
+        }
+        if ctx.shutdown.is_cancelled() {
+            // The router kicks every connection it knows at shutdown; this one's Opened may
+            // have landed after it looked.
+            kick(&tx, Kick::Shutdown);
         }
         Some(Conn {
             id,

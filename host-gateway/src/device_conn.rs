@@ -5,6 +5,7 @@
 //! of chat frames to it), and heartbeats (a `Ping` when the router's sweep finds the device
 //! silent, see `heartbeat.rs`). I/O only: what the messages mean is the workers' business.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -183,8 +184,8 @@ async fn write_queue(
         epoch: tokio::time::Instant::now(),
     };
     let mut chores_open = true;
-    // An item taken from the queue while a chat frame waits for its ack (the queue is still
-    // read then, so a kick is seen at once); it goes out once the ack comes or is given up.
+    // An item taken from the queue while a chat frame waits for its ack; it goes out once
+    // the ack comes or is given up. Meanwhile the queue is watched for a kick only.
     let mut held: Option<Outgoing> = None;
     loop {
         encoder.buf.clear();
@@ -192,7 +193,7 @@ async fn write_queue(
         if encoder.buf.is_empty() && !encoder.inflight.busy() {
             if let Some(item) = held.take() {
                 if encoder.batch(item, rx, id, counters) {
-                    let _ = wr.write_all(&encoder.buf).await;
+                    let _ = write_or_kick(wr, &encoder.buf, rx).await;
                     return End::ClosedByWorker;
                 }
             }
@@ -210,11 +211,15 @@ async fn write_queue(
                     Some(chore) => encoder.chore(chore, id, counters),
                     None => chores_open = false,
                 },
-                item = rx.recv(), if held.is_none() => match item {
+                // With an item held, only a kick is taken from the queue.
+                item = poll_fn(|cx| match held {
+                    None => rx.poll_recv(cx),
+                    Some(_) => rx.poll_interrupted(cx).map(|()| Recv::Interrupted),
+                }) => match item {
                     Recv::Item(item) if encoder.inflight.busy() => held = Some(item),
                     Recv::Item(item) => if encoder.batch(item, rx, id, counters) {
-                        if let Err(err) = wr.write_all(&encoder.buf).await {
-                            return End::Io(err);
+                        if let Err(end) = write_or_kick(wr, &encoder.buf, rx).await {
+                            return end;
                         }
                         return End::ClosedByWorker;
                     },
@@ -229,10 +234,23 @@ async fn write_queue(
             encoder.chore(chore, id, counters);
         }
         if !encoder.buf.is_empty() {
-            if let Err(err) = wr.write_all(&encoder.buf).await {
-                return End::Io(err);
+            if let Err(end) = write_or_kick(wr, &encoder.buf, rx).await {
+                return end;
             }
         }
+    }
+}
+
+/// Writes `bytes` unless a kick comes first: a device (or a serial line) that stops taking
+/// bytes must not keep its connection past a too-slow, idle or shutdown kick.
+async fn write_or_kick(
+    wr: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+    rx: &Outbox,
+) -> Result<(), End> {
+    tokio::select! {
+        written = wr.write_all(bytes) => written.map_err(End::Io),
+        () = poll_fn(|cx| rx.poll_interrupted(cx)) => Err(rx.status().end()),
     }
 }
 

@@ -180,6 +180,21 @@ impl<T, S> Receiver<T, S> {
         }
     }
 
+    /// Ready once a sender called [`Sender::interrupt`], without taking any item (nor the
+    /// interrupt): for a reader busy with something else (a write to a full socket, a frame
+    /// awaiting its ack) that must still notice a kick.
+    pub fn poll_interrupted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.lock().interrupted {
+            return Poll::Ready(());
+        }
+        self.shared.ready.register(cx.waker());
+        if self.shared.lock().interrupted {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// What `recv` would return now, if anything.
     fn next(&mut self) -> Option<Recv<T>> {
         {
@@ -274,6 +289,22 @@ mod tests {
         tokio::task::yield_now().await;
         tx.interrupt();
         assert_eq!(reader.await.unwrap(), Recv::Interrupted);
+    }
+
+    #[tokio::test]
+    async fn a_busy_reader_sees_an_interrupt_without_taking_items() {
+        let (tx, rx) = mailbox(4, ());
+        tx.try_send(1).unwrap();
+        let waiter = tokio::spawn(async move {
+            poll_fn(|cx| rx.poll_interrupted(cx)).await;
+            rx
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "an item is not an interrupt");
+        tx.interrupt();
+        let mut rx = waiter.await.unwrap();
+        assert_eq!(rx.recv().await, Recv::Interrupted);
+        assert_eq!(rx.recv().await, Recv::Item(1));
     }
 
     #[test]

@@ -188,6 +188,8 @@ impl Router {
                     }
                     break;
                 }
+                // Before the channel: under a load that never empties it, heartbeats go on.
+                _ = sweep.tick(), if sweep_every.is_some() => self.sweep(),
                 msg = rx.recv() => match msg {
                     Some(msg) => {
                         self.handle(msg);
@@ -205,7 +207,6 @@ impl Router {
                 _ = retry.tick(), if self.delivery.held() > 0 && self.delivery.workers() > 0 => {
                     self.delivery.drain();
                 }
-                _ = sweep.tick(), if sweep_every.is_some() => self.sweep(),
             }
         }
         tracing::debug!(held = self.delivery.held(), "router stopped");

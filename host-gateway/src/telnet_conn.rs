@@ -74,7 +74,9 @@ pub fn serve(ctx: Context, stream: TcpStream, peer: SocketAddr) -> impl Future<O
         let mut stream = stream;
         let _ = tokio::time::timeout(LAST_WORDS, async {
             if let Some(text) = last {
-                write_all(&stream, text.as_bytes()).await?;
+                if write_all(&stream, text.as_bytes(), None).await.is_err() {
+                    return Ok(());
+                }
             }
             stream.shutdown().await
         })
@@ -213,17 +215,40 @@ fn hand_over<'c>(
 }
 
 /// Writes all of `bytes`, trying first and waiting for room only when the socket is full.
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                poll_fn(|cx| stream.poll_write_ready(cx)).await?
+/// With `kick`, a kick ends the wait: a client that stops reading fills its socket first and
+/// its queue next, and the too-slow kick must reach a writer stuck on the socket. (Not an
+/// `async fn`, and no error kept across the wait: this future is part of every connection.)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async block keeps the arguments once; see serve"
+)]
+fn write_all<'a>(
+    stream: &'a TcpStream,
+    mut bytes: &'a [u8],
+    kick: Option<&'a Outbox>,
+) -> impl Future<Output = Result<(), End>> + 'a {
+    async move {
+        while !bytes.is_empty() {
+            let full = match stream.try_write(bytes) {
+                Ok(n) => {
+                    bytes = bytes.get(n..).unwrap_or_default();
+                    false
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => true,
+                Err(err) => return Err(End::Io(err)),
+            };
+            if full {
+                poll_fn(|cx| match kick {
+                    Some(rx) if rx.poll_interrupted(cx).is_ready() => {
+                        std::task::Poll::Ready(Err(rx.status().end()))
+                    }
+                    _ => stream.poll_write_ready(cx).map_err(End::Io),
+                })
+                .await?;
             }
-            Err(err) => return Err(err),
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Writes queued items, batching whatever is ready into one write, until the queue ends
@@ -256,8 +281,8 @@ fn write_queue<'a>(
                 }
                 item = rx.try_recv();
             }
-            if let Err(err) = write_all(stream, &buf).await {
-                return End::Io(err);
+            if let Err(end) = write_all(stream, &buf, Some(rx)).await {
+                return end;
             }
             if buf.capacity() > KEEP_WRITE_BUFFER || rx.is_empty() {
                 // Nothing more to write for now, or a burst is over: an idle connection keeps
@@ -304,11 +329,33 @@ mod tests {
     use crate::config::GatewayConfig;
 
     /// Every connected user costs this future, in a tokio task cell rounded up to a multiple
-    /// of 128 bytes (in a release build, 528 bytes fit the class an idle connection measures
-    /// 1.47 KB with; 544 took 128 bytes more per connection). Debug builds lay it out a little
-    /// bigger, so this catches the big mistakes (a read buffer kept across an await was 2 KB);
-    /// the idle scenario of `cargo xtask bench` measures the rest.
+    /// of 128 bytes (in a release build it is 496 bytes, in the class an idle connection
+    /// measures 1.47 KB with; at 544 it took 128 bytes more per connection). Debug builds lay
+    /// it out a little bigger, so this catches the big mistakes (a read buffer kept across an
+    /// await was 2 KB); the idle scenario of `cargo xtask bench` measures the rest.
     const BUDGET: usize = 576;
+
+    #[tokio::test]
+    async fn a_kick_reaches_a_writer_waiting_on_a_full_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_never_reads, (server_side, _)) = (client.unwrap(), accepted.unwrap());
+        // Fill the socket until it takes nothing more: the peer never reads.
+        let chunk = [b'x'; 64 * 1024];
+        while server_side.try_write(&chunk).is_ok() {}
+        let (handle, rx) = crate::connection::ClientHandle::pair(ClientKind::Telnet, 4);
+        let writer = write_all(&server_side, &chunk, Some(&rx));
+        let kick = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            handle.kick(crate::connection::Kick::TooSlow);
+        };
+        let (written, ()) =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(writer, kick) })
+                .await
+                .expect("a writer stuck on a full socket never saw the kick");
+        assert!(matches!(written, Err(End::TooSlow)), "{written:?}");
+    }
 
     #[tokio::test]
     async fn a_connection_future_stays_within_its_budget() {
