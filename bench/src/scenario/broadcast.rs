@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::{finish, login_all, micros, time_deliveries, Common};
+use super::{finish, login_all, micros, senders_done, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
 use crate::report::Report;
 
@@ -79,11 +78,7 @@ pub async fn run(common: &Common, cfg: &Broadcast) -> anyhow::Result<Report> {
             writers.push(tokio::spawn(async move { lines.writer }));
         }
     }
-    let mut open = Vec::with_capacity(n);
-    for w in writers {
-        open.push(w.await.context("a sender task failed")?);
-    }
-    let sending = clock.elapsed();
+    let (open, sending) = senders_done(writers, clock).await?;
     let expected = || counts.said.load(Ordering::Relaxed) * (n as u64 - 1);
     let (after, latencies) = finish(
         common,

@@ -21,7 +21,7 @@ use protocol::reliable::{ACK_TIMEOUT_MS, MAX_RETRIES};
 use tokio::sync::{watch, Semaphore};
 
 use super::private::{self, Counts};
-use super::{finish, login_all, micros, time_deliveries, Common, LOGIN_TIMEOUT};
+use super::{finish, login_all, micros, senders_done, time_deliveries, Common, LOGIN_TIMEOUT};
 use crate::procstat::{Snapshot, Usage};
 use crate::report::Report;
 
@@ -166,11 +166,7 @@ pub async fn run(common: &Common, cfg: &Devices) -> anyhow::Result<Report> {
             per_pair_rate,
         )));
     }
-    let mut open = Vec::with_capacity(n);
-    for w in writers {
-        open.push(w.await.context("a user's sender failed")?);
-    }
-    let sending = clock.elapsed();
+    let (open, sending) = senders_done(writers, clock).await?;
     let expected =
         || tally.up.sent.load(Ordering::Relaxed) + tally.down.sent.load(Ordering::Relaxed);
     let (after, latencies) = finish(

@@ -98,6 +98,20 @@ pub async fn time_deliveries(
     }
 }
 
+/// Waits for every sender task and returns what they hand back (their sockets' write
+/// halves, to keep open until the end: a half-closed socket logs its user out) and how long
+/// the sending took since `clock`.
+pub async fn senders_done<W>(
+    writers: Vec<tokio::task::JoinHandle<W>>,
+    clock: std::time::Instant,
+) -> anyhow::Result<(Vec<W>, Duration)> {
+    let mut open = Vec::with_capacity(writers.len());
+    for w in writers {
+        open.push(w.await.context("a sender task failed")?);
+    }
+    Ok((open, clock.elapsed()))
+}
+
 /// The end of a messaging scenario, once the senders stopped: waits up to `drain_secs` for
 /// `delivered` to reach `expected()`, reads the server, stops the readers and merges their
 /// latencies.

@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::{finish, login_all, micros, time_deliveries, Common};
+use super::{finish, login_all, micros, senders_done, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
 use crate::report::Report;
 
@@ -88,12 +87,7 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
             per_user_rate,
         )));
     }
-    // Writers are kept open to the end: a half-closed socket logs its user out.
-    let mut open = Vec::with_capacity(n);
-    for w in writers {
-        open.push(w.await.context("a sender task failed")?);
-    }
-    let sending = clock.elapsed();
+    let (open, sending) = senders_done(writers, clock).await?;
     let expected = || counts.sent.load(Ordering::Relaxed);
     let (after, latencies) = finish(
         common,
