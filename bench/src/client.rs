@@ -5,10 +5,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// Longest line read from a server: far past any chat line (the servers cut at 4 KiB), so a
+/// server that never ends its line is an error, not an ever-growing buffer.
+const MAX_LINE: usize = 64 * 1024;
 /// The prompt's text (the last line of the greeting).
 pub const PROMPT: &str = "Please enter your nickname:";
 /// The welcome line's start; the uid follows.
@@ -125,8 +128,16 @@ impl LineReader {
     /// The next line without its end and telnet commands; `None` when the server closed.
     pub async fn line(&mut self) -> std::io::Result<Option<String>> {
         self.buf.clear();
-        if self.reader.read_until(b'\n', &mut self.buf).await? == 0 {
+        let mut bounded = (&mut self.reader).take(MAX_LINE as u64);
+        let n = bounded.read_until(b'\n', &mut self.buf).await?;
+        if n == 0 {
             return Ok(None);
+        }
+        if n == MAX_LINE && self.buf.last() != Some(&b'\n') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the server sent a line over {MAX_LINE} bytes"),
+            ));
         }
         Ok(Some(text(&self.buf)))
     }

@@ -78,7 +78,49 @@ fn is_zero_u64(v: &u64) -> bool {
     *v == 0
 }
 
+/// What a messaging scenario counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    /// Messages sent.
+    pub sent: u64,
+    /// Deliveries seen.
+    pub delivered: u64,
+    /// Deliveries expected and never seen (refused ones are not lost).
+    pub lost: u64,
+    /// Refused (`!` lines, error frames).
+    pub errors: u64,
+}
+
 impl Report {
+    /// A messaging scenario's report: rates and server CPU per delivered message over the
+    /// `sending` period, and the latency percentiles.
+    pub fn messages(
+        scenario: &str,
+        label: &str,
+        users: usize,
+        sending: std::time::Duration,
+        counted: Counted,
+        server: Usage,
+        latencies: &Histogram<u64>,
+    ) -> Report {
+        let mut report = Report {
+            scenario: scenario.into(),
+            label: label.into(),
+            users,
+            secs: sending.as_secs_f64(),
+            sent: counted.sent,
+            delivered: counted.delivered,
+            lost: counted.lost,
+            errors: counted.errors,
+            per_s: counted.delivered as f64 / sending.as_secs_f64().max(1e-9),
+            cpu_us_per_op: server.cpu_s * 1e6 / counted.delivered.max(1) as f64,
+            server,
+            ..Report::default()
+        };
+        report.latencies(latencies);
+        report
+    }
+
     /// Fills the latency fields from `h`.
     pub fn latencies(&mut self, h: &Histogram<u64>) {
         if h.is_empty() {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{finish, login_all, micros, senders_done, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
-use crate::report::Report;
+use crate::report::{Counted, Report};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -91,25 +91,23 @@ pub async fn run(common: &Common, cfg: &Broadcast) -> anyhow::Result<Report> {
     .await?;
     drop(open);
 
-    let said = counts.said.load(Ordering::Relaxed);
     let delivered = counts.delivered.load(Ordering::Relaxed);
-    let server = Usage::between(&before, &after);
-    let mut report = Report {
-        scenario: "broadcast".into(),
-        label: common.label.clone(),
-        users: n,
-        secs: sending.as_secs_f64(),
-        sent: said,
+    let counted = Counted {
+        sent: counts.said.load(Ordering::Relaxed),
         delivered,
         lost: expected().saturating_sub(delivered),
         errors: counts.errors.load(Ordering::Relaxed),
-        per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
-        cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
-        server,
-        ..Report::default()
     };
-    report.latencies(&latencies);
-    Ok(report)
+    let server = Usage::between(&before, &after);
+    Ok(Report::messages(
+        "broadcast",
+        &common.label,
+        n,
+        sending,
+        counted,
+        server,
+        &latencies,
+    ))
 }
 
 async fn say(

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Semaphore};
 use super::private::{self, Counts};
 use super::{finish, login_all, micros, senders_done, time_deliveries, Common, LOGIN_TIMEOUT};
 use crate::procstat::{Snapshot, Usage};
-use crate::report::Report;
+use crate::report::{Counted, Report};
 
 /// How the simulated devices reach the gateway.
 #[derive(Debug, Clone)]
@@ -184,32 +184,33 @@ pub async fn run(common: &Common, cfg: &Devices) -> anyhow::Result<Report> {
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let errors =
         tally.up.errors.load(Ordering::Relaxed) + tally.down.errors.load(Ordering::Relaxed);
-    let server = Usage::between(&before, &after);
-    let wire = &tally.wire;
-    let mut report = Report {
-        scenario: "devices".into(),
-        label: common.label.clone(),
-        users: n,
-        secs: sending.as_secs_f64(),
+    let counted = Counted {
         sent,
         delivered,
         lost: sent.saturating_sub(delivered + errors),
         errors,
-        per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
-        cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
-        server,
-        frames_up_per_s: tally.up.delivered.load(Ordering::Relaxed) as f64
-            / sending.as_secs_f64().max(1e-9),
-        frames_down_per_s: tally.down.delivered.load(Ordering::Relaxed) as f64
-            / sending.as_secs_f64().max(1e-9),
+    };
+    let server = Usage::between(&before, &after);
+    let per_s =
+        |count: &AtomicU64| count.load(Ordering::Relaxed) as f64 / sending.as_secs_f64().max(1e-9);
+    let wire = &tally.wire;
+    Ok(Report {
+        frames_up_per_s: per_s(&tally.up.delivered),
+        frames_down_per_s: per_s(&tally.down.delivered),
         wire_bytes_per_chat_frame: wire.per_frame(&wire.chat_bytes, &wire.chat_frames),
         text_bytes_per_chat_frame: wire.per_frame(&wire.text_bytes, &wire.chat_frames),
         wire_bytes_per_ack: wire.per_frame(&wire.ack_bytes, &wire.ack_frames),
         retransmits: wire.retransmits.load(Ordering::Relaxed),
-        ..Report::default()
-    };
-    report.latencies(&latencies);
-    Ok(report)
+        ..Report::messages(
+            "devices",
+            &common.label,
+            n,
+            sending,
+            counted,
+            server,
+            &latencies,
+        )
+    })
 }
 
 /// Opens device `i`'s link and says hello until the gateway acks it.

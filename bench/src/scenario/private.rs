@@ -14,7 +14,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::{finish, login_all, micros, senders_done, time_deliveries, Common};
 use crate::procstat::{Snapshot, Usage};
-use crate::report::Report;
+use crate::report::{Counted, Report};
 
 /// A message not delivered within this long is taken as lost.
 pub const LOST_AFTER: Duration = Duration::from_secs(2);
@@ -102,24 +102,24 @@ pub async fn run(common: &Common, cfg: &Private) -> anyhow::Result<Report> {
 
     let sent = counts.sent.load(Ordering::Relaxed);
     let delivered = counts.delivered.load(Ordering::Relaxed);
-    let server = Usage::between(&before, &after);
-    let mut report = Report {
-        scenario: "private".into(),
-        label: common.label.clone(),
-        users: n,
-        secs: sending.as_secs_f64(),
+    let errors = counts.errors.load(Ordering::Relaxed);
+    let counted = Counted {
         sent,
         delivered,
         // A `!` line refused a message: it was never accepted, so it is not lost.
-        lost: sent.saturating_sub(delivered + counts.errors.load(Ordering::Relaxed)),
-        errors: counts.errors.load(Ordering::Relaxed),
-        per_s: delivered as f64 / sending.as_secs_f64().max(1e-9),
-        cpu_us_per_op: server.cpu_s * 1e6 / delivered.max(1) as f64,
-        server,
-        ..Report::default()
+        lost: sent.saturating_sub(delivered + errors),
+        errors,
     };
-    report.latencies(&latencies);
-    Ok(report)
+    let server = Usage::between(&before, &after);
+    Ok(Report::messages(
+        "private",
+        &common.label,
+        n,
+        sending,
+        counted,
+        server,
+        &latencies,
+    ))
 }
 
 /// Sends `UID:<seq> <µs>` to `to` until the time is up, within the window and the rate.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -28,6 +28,8 @@ use super::{shared, Chat, Line};
 
 /// Records waiting for the relay connection.
 const QUEUE: usize = 16 * 1024;
+/// Longest record accepted back from the relay: a chat line (4 KiB at most) and its header.
+const MAX_RECORD: usize = 8 * 1024;
 /// Bytes gathered into one write to the relay.
 const BATCH: usize = 64 * 1024;
 /// How long to keep trying to reach the relay at start.
@@ -79,9 +81,15 @@ impl Relay {
             let mut record = Vec::new();
             loop {
                 record.clear();
-                match rd.read_until(b'\n', &mut record).await {
+                // Bounded: a record is one chat line and its header.
+                let mut line = (&mut rd).take(MAX_RECORD as u64);
+                match line.read_until(b'\n', &mut record).await {
                     Ok(0) | Err(_) => {
                         tracing::error!("relay closed");
+                        return;
+                    }
+                    Ok(_) if record.last() != Some(&b'\n') => {
+                        tracing::error!(len = record.len(), "relay record too long; relay dropped");
                         return;
                     }
                     Ok(_) => deliver(&chat, &record),
