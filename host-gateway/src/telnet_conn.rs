@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::link::{ClientId, ClientKind, Inbound, Outbound};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::connection::{Conn, End, Outbox, Outgoing, Status, ToRouter};
@@ -113,7 +113,7 @@ fn read_lines<'a>(
                 // not part of the task.
                 let read = {
                     let mut chunk = [0u8; READ_CHUNK];
-                    match stream.try_read(&mut chunk) {
+                    match read_once(stream, &mut chunk) {
                         Ok(0) => None,
                         Ok(n) => {
                             // Any byte counts as hearing from the user: a keystroke, negotiation.
@@ -157,6 +157,30 @@ fn read_lines<'a>(
                 return End::PeerClosed;
             }
         }
+    }
+}
+
+/// Reads what the socket holds into `buf`. A read that leaves room in `buf` has drained the
+/// socket (epoll is edge-triggered), so the socket's readiness is cleared then and there, as
+/// tokio's own `poll_read` does: the next wait goes straight to the reactor instead of
+/// through one more `recv` that can only say "would block" (one system call a line less).
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let room = buf.len();
+    let mut got = None;
+    let drained = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read(buf)?;
+        got = Some(n);
+        if 0 < n && n < room {
+            // Not an I/O failure: the way `try_io` is told to clear the readiness. The
+            // readiness carries a tick, so an event that arrived meanwhile is not lost.
+            Err(ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match (drained, got) {
+        (Err(err), Some(n)) if err.kind() == ErrorKind::WouldBlock => Ok(n),
+        (result, _) => result,
     }
 }
 

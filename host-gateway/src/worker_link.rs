@@ -7,12 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME};
+use protocol::link::{GatewayToWorker, WorkerToGateway, LINK_VERSION};
+use protocol::link_codec::{self, EventFrame, LinkCodec, LinkCodecError};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{LinkOut, RouterMsg, WorkerHandle};
@@ -27,15 +30,16 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// before they get here; past this, events are held by the router and replies close
 /// the link.
 const LINK_QUEUE: usize = 16 * 1024;
+/// Bytes of queued messages gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A write buffer grown past this by a big message (a large reply) is freed after it.
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
-type Link = Framed<TcpStream, LengthDelimitedCodec>;
+type Link = Framed<TcpStream, LinkCodec<WorkerToGateway>>;
 
 /// Serves one worker connection until it closes or the gateway stops.
 pub async fn serve(ctx: Context, stream: TcpStream, link: u64) {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_LINK_FRAME)
-        .new_codec();
-    let mut framed = Framed::new(stream, codec);
+    let mut framed = Framed::new(stream, LinkCodec::new());
     let (name, monitor) = match handshake(&ctx, &mut framed).await {
         Ok(hello) => hello,
         Err(Refusal::Silent(reason)) => {
@@ -45,7 +49,7 @@ pub async fn serve(ctx: Context, stream: TcpStream, link: u64) {
         Err(Refusal::Refuse(reason)) => {
             tracing::warn!(%reason, "worker refused");
             let refused = GatewayToWorker::Refused { reason };
-            let _ = tokio::time::timeout(REFUSE_TIMEOUT, send(&mut framed, &refused)).await;
+            let _ = tokio::time::timeout(REFUSE_TIMEOUT, framed.send(&refused)).await;
             return;
         }
     };
@@ -53,7 +57,7 @@ pub async fn serve(ctx: Context, stream: TcpStream, link: u64) {
         version: LINK_VERSION,
         gateway: ctx.config.id,
     };
-    if let Err(reason) = send(&mut framed, &welcome).await {
+    if let Err(reason) = framed.send(&welcome).await {
         tracing::info!(%reason, "worker link lost during welcome");
         return;
     }
@@ -69,12 +73,15 @@ pub async fn serve(ctx: Context, stream: TcpStream, link: u64) {
     if ctx.router.send(RouterMsg::WorkerUp(handle)).await.is_err() {
         return;
     }
-    let (sink, stream) = framed.split();
+    // Two halves of the socket, each with its own task-free loop: no lock between them.
+    let parts = framed.into_parts();
+    let (read_half, write_half) = parts.io.into_split();
+    let stream = link_codec::reader(read_half, parts.read_buf);
     // A monitor's queries are not traffic: only worker links count in `link_in`/`link_out`.
     let traffic = (!monitor).then(|| ctx.counters.clone());
     let reason = tokio::select! {
         reason = read_loop(stream, link, &ctx, traffic.clone()) => reason,
-        reason = write_loop(sink, rx, traffic) => reason,
+        reason = write_loop(write_half, rx, traffic) => reason,
         _ = kill.cancelled() => "too far behind".to_owned(),
         _ = ctx.shutdown.cancelled() => "gateway shutting down".to_owned(),
     };
@@ -95,18 +102,17 @@ async fn handshake(ctx: &Context, framed: &mut Link) -> Result<(String, bool), R
     let first = match tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await {
         Err(_) => return Err(Refusal::Refuse("no hello within 5 s".into())),
         Ok(None) => return Err(Refusal::Silent("closed".into())),
-        Ok(Some(Err(err))) => return Err(Refusal::Silent(err.to_string())),
-        Ok(Some(Ok(bytes))) => bytes,
+        Ok(Some(Err(LinkCodecError::Io(err)))) => return Err(Refusal::Silent(err.to_string())),
+        Ok(Some(Err(_))) => return Err(Refusal::Refuse("expected Hello".into())),
+        Ok(Some(Ok(first))) => first,
     };
-    let (version, secret, name, monitor) = match postcard::from_bytes(&first) {
-        Ok(WorkerToGateway::Hello {
+    let (version, secret, name, monitor) = match first {
+        WorkerToGateway::Hello {
             version,
             secret,
             name,
-        }) => (version, secret, name, false),
-        Ok(WorkerToGateway::Monitor { version, secret }) => {
-            (version, secret, "monitor".into(), true)
-        }
+        } => (version, secret, name, false),
+        WorkerToGateway::Monitor { version, secret } => (version, secret, "monitor".into(), true),
         _ => return Err(Refusal::Refuse("expected Hello".into())),
     };
     if version != LINK_VERSION {
@@ -128,34 +134,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn send(framed: &mut Link, msg: &GatewayToWorker) -> Result<(), String> {
-    let bytes = postcard::to_allocvec(msg).map_err(|e| e.to_string())?;
-    framed
-        .send(Bytes::from(bytes))
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// Feeds the worker's commands and queries to the router, in order. Returns why it stopped.
 async fn read_loop(
-    mut stream: futures::stream::SplitStream<Link>,
+    mut stream: Framed<OwnedReadHalf, LinkCodec<WorkerToGateway>>,
     link: u64,
     ctx: &Context,
     counters: Option<Arc<Counters>>,
 ) -> String {
     loop {
-        let bytes = match stream.next().await {
+        let msg = match stream.next().await {
             None => return "worker closed the link".into(),
             Some(Err(err)) => return format!("read error: {err}"),
-            Some(Ok(bytes)) => bytes,
+            Some(Ok(msg)) => msg,
         };
         if let Some(counters) = &counters {
             bump(&counters.link_in);
         }
-        let msg = match postcard::from_bytes::<WorkerToGateway>(&bytes) {
-            Ok(msg) => msg,
-            Err(err) => return format!("undecodable message: {err}"),
-        };
         let to_router = match msg {
             WorkerToGateway::Command(command) => RouterMsg::Command { link, command },
             WorkerToGateway::Query { id, query } => RouterMsg::Query { link, id, query },
@@ -171,40 +165,49 @@ async fn read_loop(
     }
 }
 
-/// Writes events and replies to the worker. Returns why it stopped.
+/// Writes events and replies to the worker: whatever is queued goes out in one write
+/// (up to [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer.
+/// Returns why it stopped.
 async fn write_loop(
-    mut sink: futures::stream::SplitSink<Link, Bytes>,
+    mut socket: OwnedWriteHalf,
     mut rx: mpsc::Receiver<LinkOut>,
     counters: Option<Arc<Counters>>,
 ) -> String {
+    let mut codec = LinkCodec::<WorkerToGateway>::new();
+    let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
         while let Some(out) = item.take() {
-            let msg = match out {
-                LinkOut::Event { id, event } => GatewayToWorker::Event {
-                    id,
-                    event: Event::clone(&event),
-                },
-                LinkOut::Reply { id, reply } => GatewayToWorker::Reply { id, reply },
-                LinkOut::Routes { changes, synced } => GatewayToWorker::Routes {
-                    changes: Vec::clone(&changes),
-                    synced,
-                },
+            let encoded = match out {
+                LinkOut::Event { id, event } => {
+                    codec.encode(EventFrame { id, event: &event }, &mut buf)
+                }
+                LinkOut::Reply { id, reply } => {
+                    codec.encode(GatewayToWorker::Reply { id, reply }, &mut buf)
+                }
+                LinkOut::Routes { changes, synced } => codec.encode(
+                    GatewayToWorker::Routes {
+                        changes: Vec::clone(&changes),
+                        synced,
+                    },
+                    &mut buf,
+                ),
             };
+            if let Err(err) = encoded {
+                return format!("cannot encode: {err}");
+            }
             if let Some(counters) = &counters {
                 bump(&counters.link_out);
             }
-            let bytes = match postcard::to_allocvec(&msg) {
-                Ok(bytes) => bytes,
-                Err(err) => return format!("cannot encode: {err}"),
-            };
-            if let Err(err) = sink.feed(Bytes::from(bytes)).await {
-                return format!("write error: {err}");
+            if buf.len() < WRITE_BATCH {
+                item = rx.try_recv().ok();
             }
-            item = rx.try_recv().ok();
         }
-        if let Err(err) = sink.flush().await {
+        if let Err(err) = socket.write_all_buf(&mut buf).await {
             return format!("write error: {err}");
+        }
+        if buf.capacity() > KEEP_WRITE_BUFFER {
+            buf = BytesMut::new();
         }
     }
     "router gone".into()

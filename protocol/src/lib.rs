@@ -3,7 +3,8 @@
 //! - [`message`]: every device message, both directions, in one table.
 //! - [`frame`]: sans-IO framing of device messages (postcard + CRC-16 + COBS, `0x00` delimited).
 //! - [`reliable`]: which frames are acked, retry timing, and sans-IO dedup/retransmit helpers.
-//! - `link` (feature `link`): the gateway<->worker messages (events, commands, query replies).
+//! - `link` (feature `link`): the gateway<->worker messages (events, commands, query replies),
+//!   and `link_codec`, their framing on a socket.
 //! - `golden` (feature `golden`): pinned wire bytes of every device message, checked by the
 //!   host tests and meant to be checked by the firmware build too.
 //!
@@ -24,6 +25,8 @@ pub mod reliable;
 pub mod discovery;
 #[cfg(feature = "link")]
 pub mod link;
+#[cfg(feature = "link")]
+pub mod link_codec;
 
 #[cfg(any(test, feature = "golden"))]
 pub mod golden;

@@ -2,7 +2,8 @@
 //! worker sends back, and the replies. One definition, shared by both processes.
 //!
 //! On TCP each message is postcard bytes behind a 4-byte big-endian length (tokio-util's
-//! `LengthDelimitedCodec` defaults), at most [`MAX_LINK_FRAME`] bytes. The first message on
+//! `LengthDelimitedCodec` defaults), at most [`MAX_LINK_FRAME`] bytes: `link_codec` frames
+//! them. The first message on
 //! a link is the worker's [`WorkerToGateway::Hello`] with the shared secret; the gateway
 //! answers [`GatewayToWorker::Welcome`] or [`GatewayToWorker::Refused`] and closes.
 //! Delivery guarantees (acks, redelivery) are the gateway's business, not this module's.

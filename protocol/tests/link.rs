@@ -431,3 +431,105 @@ proptest! {
         prop_assert_eq!(ClientId(id.0), id);
     }
 }
+
+mod codec {
+    //! `link_codec`: the same bytes as the documented framing, in whatever pieces they come.
+
+    use bytes::{BufMut, BytesMut};
+    use protocol::link_codec::{EventFrame, LinkCodec, LinkCodecError};
+    use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+    use super::*;
+
+    fn encoded<T: Serialize>(msg: T) -> BytesMut {
+        let mut buf = BytesMut::new();
+        LinkCodec::<WorkerToGateway>::new()
+            .encode(msg, &mut buf)
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn event_frame_is_the_event_message() {
+        for (id, event) in events().into_iter().enumerate() {
+            let id = id as u64 * 1000;
+            let owned = postcard::to_allocvec(&GatewayToWorker::Event {
+                id,
+                event: event.clone(),
+            })
+            .unwrap();
+            let borrowed = postcard::to_allocvec(&EventFrame { id, event: &event }).unwrap();
+            assert_eq!(borrowed, owned, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn frames_are_length_delimited_postcard() {
+        for msg in gateway_to_worker() {
+            let mut buf = encoded(&msg);
+            let frame = LengthDelimitedCodec::new()
+                .decode(&mut buf)
+                .unwrap()
+                .expect("one whole frame");
+            assert_eq!(frame.as_ref(), postcard::to_allocvec(&msg).unwrap());
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_stream_of_messages_decodes_byte_by_byte() {
+        let sent = worker_to_gateway();
+        let mut wire = BytesMut::new();
+        let mut codec = LinkCodec::<WorkerToGateway>::new();
+        for msg in &sent {
+            codec.encode(msg, &mut wire).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = BytesMut::new();
+        for byte in wire {
+            buf.put_u8(byte);
+            while let Some(msg) = codec.decode(&mut buf).unwrap() {
+                got.push(msg);
+            }
+        }
+        assert_eq!(got, sent);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_its_bytes_come() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(MAX_LINK_FRAME as u32 + 1);
+        let refused = LinkCodec::<WorkerToGateway>::new().decode(&mut buf);
+        assert!(matches!(refused, Err(LinkCodecError::TooBig(n)) if n == MAX_LINK_FRAME + 1));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(2);
+        buf.put_slice(&[0xff, 0xff]);
+        let refused = LinkCodec::<WorkerToGateway>::new().decode(&mut buf);
+        assert!(matches!(refused, Err(LinkCodecError::Decode(_))));
+    }
+
+    #[test]
+    fn an_oversized_message_is_not_written_and_spoils_nothing_around_it() {
+        let mut codec = LinkCodec::<WorkerToGateway>::new();
+        let mut buf = encoded(WorkerToGateway::Leaving);
+        let before = buf.clone();
+        let huge = WorkerToGateway::Command(Command::SendToAll {
+            body: Outbound::Line("x".repeat(MAX_LINK_FRAME)),
+            exclude: vec![],
+        });
+        let refused = codec.encode(&huge, &mut buf);
+        assert!(matches!(refused, Err(LinkCodecError::TooBig(_))));
+        assert_eq!(buf, before);
+        codec.encode(WorkerToGateway::Leaving, &mut buf).unwrap();
+        let mut got = Vec::new();
+        while let Some(msg) = codec.decode(&mut buf).unwrap() {
+            got.push(msg);
+        }
+        assert_eq!(got, [WorkerToGateway::Leaving, WorkerToGateway::Leaving]);
+    }
+}

@@ -17,13 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME};
+use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION};
+use protocol::link_codec::{self, LinkCodec, LinkCodecError};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway_api::{Gateway, LINK_QUEUE};
@@ -49,7 +51,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// worker cannot open the store until this one exits.
 pub(crate) const LEAVE_QUIET: Duration = Duration::from_millis(250);
 
-type Transport = Framed<TcpStream, LengthDelimitedCodec>;
+/// Bytes of queued messages gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A write buffer grown past this by a big message is freed after it.
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+
+type Transport = Framed<TcpStream, LinkCodec<GatewayToWorker>>;
+type Reader = Framed<OwnedReadHalf, LinkCodec<GatewayToWorker>>;
 
 /// The two steps of a graceful stop, shared by the runtime and every link.
 #[derive(Clone, Default)]
@@ -90,8 +98,8 @@ enum LinkError {
     HandshakeTimeout(Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("undecodable message: {0}")]
-    Decode(#[from] postcard::Error),
+    #[error("{0}")]
+    Codec(#[from] LinkCodecError),
     #[error("gateway closed the link")]
     Closed,
     #[error("refused: {0}")]
@@ -100,12 +108,6 @@ enum LinkError {
     Version(u16),
     #[error("unexpected first message {0:?}")]
     Unexpected(Box<GatewayToWorker>),
-}
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_LINK_FRAME)
-        .new_codec()
 }
 
 /// Runs one link until leaving: connects, serves, reconnects. `events` is weak so that
@@ -175,20 +177,18 @@ async fn handshake(params: &LinkParams) -> Result<(Transport, u16), LinkError> {
         .await
         .map_err(|_| LinkError::ConnectTimeout(CONNECT_TIMEOUT))??;
     stream.set_nodelay(true)?;
-    let mut transport = Framed::new(stream, codec());
+    let mut transport = Framed::new(stream, LinkCodec::new());
     let hello = WorkerToGateway::Hello {
         version: LINK_VERSION,
         secret: params.secret.clone(),
         name: params.name.clone(),
     };
-    transport
-        .send(Bytes::from(postcard::to_allocvec(&hello)?))
-        .await?;
+    transport.send(&hello).await?;
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.next())
         .await
         .map_err(|_| LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
         .ok_or(LinkError::Closed)??;
-    match postcard::from_bytes::<GatewayToWorker>(&first)? {
+    match first {
         GatewayToWorker::Welcome { version, gateway } if version == LINK_VERSION => {
             Ok((transport, gateway))
         }
@@ -228,8 +228,12 @@ async fn serve(
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let serial = gateway.register(id, tx.clone());
     tracing::info!(gateway = id, addr = %addr, "worker linked");
-    let (sink, stream) = transport.split();
-    let mut writer = tokio::spawn(write_loop(sink, rx));
+    // Two halves of the socket, no lock between them; what the gateway sent right behind
+    // its welcome stays in the reader's buffer.
+    let parts = transport.into_parts();
+    let (read_half, write_half) = parts.io.into_split();
+    let stream = link_codec::reader(read_half, parts.read_buf);
+    let mut writer = tokio::spawn(write_loop(write_half, rx));
     let ended = tokio::select! {
         ended = read_loop(stream, id, serial, &tx, gateway, events, stop) => ended,
         written = &mut writer => match written {
@@ -277,7 +281,7 @@ async fn serve(
     reason = "one link's read side: every argument is a different part of the link"
 )]
 async fn read_loop(
-    mut stream: SplitStream<Transport>,
+    mut stream: Reader,
     id: u16,
     serial: u64,
     tx: &mpsc::Sender<WorkerToGateway>,
@@ -287,43 +291,56 @@ async fn read_loop(
 ) -> ReadEnd {
     let mut leaving = false;
     let outstanding = Arc::new(());
+    // Made once, not per message: each of these registers with its token (a lock) when
+    // made and unregisters when dropped.
+    let close = stop.close.cancelled();
+    let leave = stop.leave.cancelled();
+    // Armed after `Leaving`, and pushed back by every message that arrives.
+    let quiet = tokio::time::sleep(LEAVE_QUIET);
+    tokio::pin!(close, leave, quiet);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = stop.close.cancelled() => return ReadEnd::Closed,
-            _ = stop.leave.cancelled(), if !leaving => {
+            _ = &mut close => return ReadEnd::Closed,
+            _ = &mut leave, if !leaving => {
                 leaving = true;
                 // Queued behind the commands already sent, like everything on this link.
                 tokio::select! {
                     biased;
-                    _ = stop.close.cancelled() => return ReadEnd::Closed,
+                    _ = &mut close => return ReadEnd::Closed,
                     sent = tx.send(WorkerToGateway::Leaving) => if sent.is_err() {
                         return ReadEnd::Lost(LinkError::Closed);
                     },
                 }
                 tracing::info!(gateway = id, "told the gateway we are leaving; reading what it already sent");
+                quiet.as_mut().reset(tokio::time::Instant::now() + LEAVE_QUIET);
                 continue;
             }
             frame = stream.next() => frame,
-            _ = tokio::time::sleep(LEAVE_QUIET), if leaving => {
+            _ = &mut quiet, if leaving => {
                 if Arc::strong_count(&outstanding) == 1 {
                     return ReadEnd::GatewayDone;
                 }
+                quiet.as_mut().reset(tokio::time::Instant::now() + LEAVE_QUIET);
                 continue;
             }
         };
-        let bytes = match frame {
+        if leaving {
+            quiet
+                .as_mut()
+                .reset(tokio::time::Instant::now() + LEAVE_QUIET);
+        }
+        let msg = match frame {
             None if leaving => return ReadEnd::GatewayDone,
             None => return ReadEnd::Lost(LinkError::Closed),
-            Some(Err(err)) => return ReadEnd::Lost(LinkError::Io(err)),
-            Some(Ok(bytes)) => bytes,
+            Some(Err(err)) => return ReadEnd::Lost(LinkError::Codec(err)),
+            Some(Ok(msg)) => msg,
         };
-        match postcard::from_bytes::<GatewayToWorker>(&bytes) {
-            Err(err) => return ReadEnd::Lost(LinkError::Decode(err)),
-            Ok(GatewayToWorker::Event {
+        match msg {
+            GatewayToWorker::Event {
                 id: event_id,
                 event,
-            }) => {
+            } => {
                 let delivery = Delivery {
                     gateway: id,
                     id: event_id,
@@ -335,41 +352,50 @@ async fn read_loop(
                 // TCP to the gateway, which holds its own bounded queue.
                 tokio::select! {
                     biased;
-                    _ = stop.close.cancelled() => return ReadEnd::Closed,
+                    _ = &mut close => return ReadEnd::Closed,
                     sent = events.send(delivery) => if sent.is_err() { return ReadEnd::Closed },
                 }
             }
-            Ok(GatewayToWorker::Reply { id: query, reply }) => gateway.deliver_reply(query, reply),
-            Ok(GatewayToWorker::Routes { changes, synced }) => {
+            GatewayToWorker::Reply { id: query, reply } => gateway.deliver_reply(query, reply),
+            GatewayToWorker::Routes { changes, synced } => {
                 gateway.apply_routes(id, serial, changes, synced)
             }
-            Ok(other) => {
+            other => {
                 tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")
             }
         }
     }
 }
 
-/// Writes the link's queue to the socket, flushing whenever the queue runs empty.
+/// Writes the link's queue to the socket: whatever is queued goes out in one write (up to
+/// [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer. Ends
+/// once every sender is gone and everything queued is written.
 async fn write_loop(
-    mut sink: SplitSink<Transport, Bytes>,
+    mut socket: OwnedWriteHalf,
     mut rx: mpsc::Receiver<WorkerToGateway>,
 ) -> Result<(), LinkError> {
-    while let Some(msg) = rx.recv().await {
-        let bytes = postcard::to_allocvec(&msg)?;
-        if bytes.len() > MAX_LINK_FRAME {
-            // The gateway would close the link on it; drop this one message instead.
-            tracing::error!(
-                len = bytes.len(),
-                "link message over MAX_LINK_FRAME dropped"
-            );
-            continue;
+    let mut codec = LinkCodec::<GatewayToWorker>::new();
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut item = Some(first);
+        while let Some(msg) = item.take() {
+            match codec.encode(&msg, &mut buf) {
+                Ok(()) => {}
+                // The gateway would close the link on it; drop this one message instead.
+                Err(LinkCodecError::TooBig(len)) => {
+                    tracing::error!(len, "link message over MAX_LINK_FRAME dropped");
+                }
+                Err(err) => return Err(err.into()),
+            }
+            if buf.len() < WRITE_BATCH {
+                item = rx.try_recv().ok();
+            }
         }
-        sink.feed(Bytes::from(bytes)).await?;
-        if rx.is_empty() {
-            sink.flush().await?;
+        socket.write_all_buf(&mut buf).await?;
+        if buf.capacity() > KEEP_WRITE_BUFFER {
+            buf = BytesMut::new();
         }
     }
-    sink.close().await?;
+    socket.shutdown().await?;
     Ok(())
 }

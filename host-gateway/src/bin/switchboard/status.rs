@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures::{SinkExt, StreamExt};
-use protocol::link::{
-    GatewayStats, GatewayToWorker, Query, Reply, WorkerToGateway, LINK_VERSION, MAX_LINK_FRAME,
-};
+use protocol::link::{GatewayStats, GatewayToWorker, Query, Reply, WorkerToGateway, LINK_VERSION};
+use protocol::link_codec::LinkCodec;
 use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 
 use crate::config::Config;
 use crate::control::running_pid;
@@ -76,10 +75,7 @@ pub async fn query_stats(config: &Config) -> Result<GatewayStats> {
     let stream = TcpStream::connect(addr.as_str())
         .await
         .with_context(|| format!("connecting to the gateway's link port {addr}"))?;
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_LINK_FRAME)
-        .new_codec();
-    let mut link = Framed::new(stream, codec);
+    let mut link: Link = Framed::new(stream, LinkCodec::new());
     send(
         &mut link,
         &WorkerToGateway::Monitor {
@@ -113,23 +109,17 @@ pub async fn query_stats(config: &Config) -> Result<GatewayStats> {
     }
 }
 
-async fn send(
-    link: &mut Framed<TcpStream, LengthDelimitedCodec>,
-    msg: &WorkerToGateway,
-) -> Result<()> {
-    let bytes = postcard::to_stdvec(msg).context("encoding link message")?;
-    link.send(bytes::Bytes::from(bytes))
-        .await
-        .context("writing to the gateway")
+type Link = Framed<TcpStream, LinkCodec<GatewayToWorker>>;
+
+async fn send(link: &mut Link, msg: &WorkerToGateway) -> Result<()> {
+    link.send(msg).await.context("writing to the gateway")
 }
 
-async fn recv(link: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<GatewayToWorker> {
-    let frame = link
-        .next()
+async fn recv(link: &mut Link) -> Result<GatewayToWorker> {
+    link.next()
         .await
         .context("the gateway closed the link")?
-        .context("reading from the gateway")?;
-    postcard::from_bytes(&frame).context("decoding the gateway's message")
+        .context("reading from the gateway")
 }
 
 /// `3h2m`, `5m10s` or `42s`.
