@@ -160,16 +160,20 @@ impl Delivery {
         self.dirty = true;
     }
 
-    /// The worker on `link` handled event `id`.
+    /// The worker on `link` handled every event up to `id` (acks are cumulative).
     pub(crate) fn ack(&mut self, link: u64, id: u64) {
         let Some(l) = self.links.iter_mut().find(|l| l.handle.link == link) else {
             return;
         };
-        let Some(held) = l.in_flight.remove(&id) else {
+        let newer = l.in_flight.split_off(&id.saturating_add(1));
+        let handled = std::mem::replace(&mut l.in_flight, newer);
+        if handled.is_empty() {
             tracing::debug!(link, event = id, "ack for no unacked event ignored");
             return;
-        };
-        self.unpin(held.event.client());
+        }
+        for held in handled.into_values() {
+            self.unpin(held.event.client());
+        }
         self.dirty = true;
     }
 
@@ -417,6 +421,26 @@ mod tests {
         d.ack(1, 1);
         d.drain_if_dirty();
         assert_eq!(next(&mut rx), Some((3, line(1, "c"))));
+    }
+
+    #[test]
+    fn an_ack_covers_every_earlier_event_on_its_link() {
+        let mut d = delivery(10, 10);
+        let (a, mut rx_a) = link(1);
+        d.link_up(a);
+        for text in ["a", "b", "c"] {
+            assert!(d.emit(line(1, text), true));
+        }
+        for _ in 0..3 {
+            assert!(next(&mut rx_a).is_some());
+        }
+        d.ack(1, 2);
+        assert!(d.link_down(1));
+        let (b, mut rx_b) = link(2);
+        d.link_up(b);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(1, "c")));
+        assert_eq!(next(&mut rx_b), None);
     }
 
     #[test]

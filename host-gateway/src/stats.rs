@@ -27,6 +27,8 @@ pub struct Counters {
     pub link_in: AtomicU64,
     /// Messages written to worker links (not monitors): events, replies, route updates.
     pub link_out: AtomicU64,
+    /// Of `link_in`, the acks.
+    pub link_acks: AtomicU64,
 }
 
 impl Default for Counters {
@@ -40,6 +42,7 @@ impl Default for Counters {
             dropped: AtomicU64::new(0),
             link_in: AtomicU64::new(0),
             link_out: AtomicU64::new(0),
+            link_acks: AtomicU64::new(0),
         }
     }
 }
@@ -63,6 +66,7 @@ impl Counters {
             dropped: get(&self.dropped),
             link_in: get(&self.link_in),
             link_out: get(&self.link_out),
+            link_acks: get(&self.link_acks),
             ..GatewayStats::default()
         }
     }

@@ -149,6 +149,9 @@ async fn read_loop(
         };
         if let Some(counters) = &counters {
             bump(&counters.link_in);
+            if matches!(msg, WorkerToGateway::Ack { .. }) {
+                bump(&counters.link_acks);
+            }
         }
         let to_router = match msg {
             WorkerToGateway::Command(command) => RouterMsg::Command { link, command },

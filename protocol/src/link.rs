@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::{DeviceMsg, HostMsg};
 
 /// Version of the link protocol; a gateway refuses a worker that speaks another.
-pub const LINK_VERSION: u16 = 2;
+pub const LINK_VERSION: u16 = 3;
 /// Largest link message. A session, a `/who` reply with thousands of clients or a 4 KiB
 /// line fit easily; anything bigger is a bug or an attack, and closes the link.
 pub const MAX_LINK_FRAME: usize = 8 * 1024 * 1024;
@@ -318,6 +318,8 @@ pub struct GatewayStats {
     pub link_in: u64,
     /// Messages sent to workers: events, replies, route updates.
     pub link_out: u64,
+    /// Of `link_in`, the acks (cumulative: one per batch of events a worker handled).
+    pub link_acks: u64,
 }
 
 /// A change in what a gateway holds, for the workers' routing tables: a worker sends a
@@ -370,7 +372,9 @@ pub enum WorkerToGateway {
         /// The question.
         query: Query,
     },
-    /// The event with this id is handled (its commands were sent before this ack).
+    /// Every event on this link up to this id is handled (their commands were sent before
+    /// this ack). Cumulative: a worker handles a link's events in order, so one ack after a
+    /// batch covers the whole batch.
     Ack {
         /// Event id.
         event: u64,

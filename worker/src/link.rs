@@ -368,8 +368,10 @@ async fn read_loop(
 }
 
 /// Writes the link's queue to the socket: whatever is queued goes out in one write (up to
-/// [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer. Ends
-/// once every sender is gone and everything queued is written.
+/// [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer. Acks are
+/// cumulative, so only the last of a batch is written, after everything else in it (an ack
+/// may go later, never earlier). Ends once every sender is gone and everything queued is
+/// written.
 async fn write_loop(
     mut socket: OwnedWriteHalf,
     mut rx: mpsc::Receiver<WorkerToGateway>,
@@ -378,18 +380,25 @@ async fn write_loop(
     let mut buf = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
+        let mut ack = None;
         while let Some(msg) = item.take() {
-            match codec.encode(&msg, &mut buf) {
-                Ok(()) => {}
-                // The gateway would close the link on it; drop this one message instead.
-                Err(LinkCodecError::TooBig(len)) => {
-                    tracing::error!(len, "link message over MAX_LINK_FRAME dropped");
-                }
-                Err(err) => return Err(err.into()),
+            match msg {
+                WorkerToGateway::Ack { event } => ack = Some(event),
+                msg => match codec.encode(&msg, &mut buf) {
+                    Ok(()) => {}
+                    // The gateway would close the link on it; drop this one message instead.
+                    Err(LinkCodecError::TooBig(len)) => {
+                        tracing::error!(len, "link message over MAX_LINK_FRAME dropped");
+                    }
+                    Err(err) => return Err(err.into()),
+                },
             }
             if buf.len() < WRITE_BATCH {
                 item = rx.try_recv().ok();
             }
+        }
+        if let Some(event) = ack {
+            codec.encode(WorkerToGateway::Ack { event }, &mut buf)?;
         }
         socket.write_all_buf(&mut buf).await?;
         if buf.capacity() > KEEP_WRITE_BUFFER {

@@ -79,6 +79,7 @@ impl FakeGateway {
             transport,
             next_event: 1,
             id: self.id,
+            acked: 0,
         }
     }
 }
@@ -102,6 +103,8 @@ pub struct Link {
     pub transport: Transport,
     pub next_event: u64,
     pub id: u16,
+    /// Every event up to this one is acked.
+    pub acked: u64,
 }
 
 impl Link {
@@ -119,18 +122,25 @@ impl Link {
             .expect("worker closed the link")
     }
 
-    /// Collects the commands sent before the ack of event `id`, answering queries with
-    /// `answer`.
+    /// Collects the commands sent before the ack that covers event `id` (acks are
+    /// cumulative: one may cover several events, and then the next calls for those return
+    /// at once with nothing), answering queries with `answer`.
     pub async fn until_ack_answering(
         &mut self,
         id: u64,
         mut answer: impl FnMut(&Query) -> Reply,
     ) -> Vec<Command> {
         let mut commands = Vec::new();
+        if self.acked >= id {
+            return commands;
+        }
         loop {
             match self.recv().await {
                 WorkerToGateway::Command(command) => commands.push(command),
-                WorkerToGateway::Ack { event } if event == id => return commands,
+                WorkerToGateway::Ack { event } if event >= id => {
+                    self.acked = event;
+                    return commands;
+                }
                 WorkerToGateway::Query {
                     id: query_id,
                     query,
