@@ -57,8 +57,8 @@ pub enum GatewayError {
         gateway: u16,
         /// The query's name.
         query: &'static str,
-        /// What came back.
-        reply: Reply,
+        /// What came back (boxed: a reply can be big, and errors travel by value).
+        reply: Box<Reply>,
     },
 }
 

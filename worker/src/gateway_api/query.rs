@@ -109,7 +109,7 @@ impl Gateway {
             reply => Err(GatewayError::UnexpectedReply {
                 gateway,
                 query: "UidByClientId",
-                reply,
+                reply: Box::new(reply),
             }),
         }
     }
@@ -176,7 +176,7 @@ impl Gateway {
             reply => Err(GatewayError::UnexpectedReply {
                 gateway,
                 query: "GetSession",
-                reply,
+                reply: Box::new(reply),
             }),
         }
     }
@@ -227,7 +227,7 @@ impl Gateway {
                     return Err(GatewayError::UnexpectedReply {
                         gateway,
                         query: name,
-                        reply,
+                        reply: Box::new(reply),
                     })
                 }
             }
@@ -250,7 +250,7 @@ fn expect_bool(gateway: u16, query: &'static str, reply: Reply) -> Result<bool, 
         reply => Err(GatewayError::UnexpectedReply {
             gateway,
             query,
-            reply,
+            reply: Box::new(reply),
         }),
     }
 }
@@ -266,7 +266,7 @@ fn concat<T>(
         let items = take(reply).map_err(|reply| GatewayError::UnexpectedReply {
             gateway,
             query,
-            reply,
+            reply: Box::new(reply),
         })?;
         all.extend(items);
     }
