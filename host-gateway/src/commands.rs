@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply};
+use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply, Session};
 
 use crate::connection::Outgoing;
 use crate::registry::Client;
@@ -29,13 +29,20 @@ impl Router {
                 }
             }
             Command::SendToUid { uids, body } => {
-                let mut ids = BTreeSet::new();
-                for uid in &uids {
-                    if let Some(members) = self.registry.uid_members(uid) {
-                        ids.extend(members);
+                let body = Arc::new(body);
+                if let [uid] = uids.as_slice() {
+                    // The usual case (a private message): the uid's own index, no set built.
+                    let members = self.registry.uid_members(uid).into_iter().flatten();
+                    self.broadcast(members.copied(), &body);
+                } else {
+                    let mut ids = BTreeSet::new();
+                    for uid in &uids {
+                        if let Some(members) = self.registry.uid_members(uid) {
+                            ids.extend(members);
+                        }
                     }
+                    self.broadcast(ids, &body);
                 }
-                self.broadcast(ids, &Arc::new(body));
             }
             Command::SendToGroup {
                 groups,
@@ -151,7 +158,9 @@ impl Router {
             Query::Uids => Reply::Uids(sorted(reg.uids())),
             Query::UidCount => Reply::Count(reg.uids().count() as u64),
             Query::Groups => Reply::Groups(sorted(reg.groups())),
-            Query::GetSession(id) => Reply::Session(reg.get(id).map(|c| c.session.clone())),
+            Query::GetSession(id) => {
+                Reply::Session(reg.get(id).map(|c| Session::clone(&c.session)))
+            }
             Query::Sessions(None) => Reply::Sessions(
                 reg.iter()
                     .map(|(id, _)| id)
@@ -176,7 +185,7 @@ impl Router {
             client: id,
             kind: client.handle.kind,
             uid: client.uid.clone(),
-            session: client.session.clone(),
+            session: Session::clone(&client.session),
         })
     }
 }

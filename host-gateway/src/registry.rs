@@ -7,6 +7,7 @@
 //! Sending, events and workers are the router's business, not this module's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use protocol::link::{ClientId, ClientKind, RouteChange, Session};
 
@@ -27,8 +28,9 @@ pub struct Client {
     pub uid: Option<String>,
     /// Groups it is in.
     pub groups: BTreeSet<String>,
-    /// Its session.
-    pub session: Session,
+    /// Its session, shared with the events that carry it (an event costs no copy; a change
+    /// copies it only while an event still holds the old one).
+    pub session: Arc<Session>,
 }
 
 /// Why a session update was refused.
@@ -57,6 +59,8 @@ pub struct Registry {
     /// Route changes not yet published, oldest first. Bounded by the work done between two
     /// publications (the router publishes after every batch of messages it handles).
     changes: Vec<RouteChange>,
+    /// The empty session every new connection starts with, shared.
+    empty: Arc<Session>,
 }
 
 fn session_bytes(session: &Session) -> usize {
@@ -100,7 +104,7 @@ impl Registry {
             handle,
             uid: None,
             groups: BTreeSet::new(),
-            session: Session::new(),
+            session: Arc::clone(&self.empty),
         };
         self.clients.insert(id, client);
     }
@@ -263,7 +267,7 @@ impl Registry {
     pub fn set_session(&mut self, id: ClientId, session: Session) -> Result<(), SessionError> {
         let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
         check_session(&session)?;
-        client.session = session;
+        client.session = Arc::new(session);
         Ok(())
     }
 
@@ -271,7 +275,7 @@ impl Registry {
     /// session is left as it was.
     pub fn update_session(&mut self, id: ClientId, update: Session) -> Result<(), SessionError> {
         let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
-        let session = &mut client.session;
+        let session = &client.session;
         let mut keys = session.len();
         let mut bytes = session_bytes(session);
         for (key, value) in &update {
@@ -286,7 +290,7 @@ impl Registry {
         if keys > MAX_SESSION_KEYS || bytes > MAX_SESSION_BYTES {
             return Err(SessionError::TooBig { keys, bytes });
         }
-        session.extend(update);
+        Arc::make_mut(&mut client.session).extend(update);
         Ok(())
     }
 }

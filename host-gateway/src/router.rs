@@ -256,7 +256,7 @@ impl Router {
                 let Some(client) = self.registry.get(id) else {
                     return;
                 };
-                let session = client.session.clone();
+                let session = Arc::clone(&client.session);
                 let event = Event::Message {
                     client: id,
                     session,

@@ -149,7 +149,7 @@ async fn send_commands_reach_the_right_users() {
         } => {
             assert_eq!(
                 (client, uid, s),
-                (idb, Some("bob".into()), session(&[("nick", "bo")]))
+                (idb, Some("bob".into()), session(&[("nick", "bo")]).into())
             );
         }
         other => panic!("expected Close, got {other:?}"),
@@ -193,7 +193,7 @@ async fn sessions_travel_with_messages_and_are_bounded() {
     );
     user.send(b"x\n").await;
     match worker.event().await {
-        Event::Message { session, .. } => assert_eq!(session, expected),
+        Event::Message { session, .. } => assert_eq!(*session, expected),
         other => panic!("expected Message, got {other:?}"),
     }
 

@@ -70,7 +70,7 @@ async fn telnet_connect_lines_negotiation_and_utf8() {
             uid,
             session,
         } => {
-            assert_eq!((client, uid, session), (id, None, Session::new()));
+            assert_eq!((client, uid, &*session), (id, None, &Session::new()));
         }
         other => panic!("expected Close, got {other:?}"),
     }

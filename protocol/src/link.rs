@@ -11,6 +11,7 @@
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -123,8 +124,9 @@ pub enum Event {
     Message {
         /// The sender.
         client: ClientId,
-        /// The sender's session as the gateway holds it.
-        session: Session,
+        /// The sender's session as the gateway holds it (shared with the gateway's copy:
+        /// an event costs no copy of it; on the wire it is the map itself).
+        session: Arc<Session>,
         /// What it sent.
         body: Inbound,
     },
@@ -135,7 +137,7 @@ pub enum Event {
         /// Its uid while it was open, if bound.
         uid: Option<String>,
         /// Its last session.
-        session: Session,
+        session: Arc<Session>,
     },
 }
 

@@ -56,12 +56,12 @@ fn events() -> Vec<Event> {
         },
         Event::Message {
             client: A,
-            session: session(),
+            session: session().into(),
             body: Inbound::Line("hello \u{fffd}".into()),
         },
         Event::Message {
             client: B,
-            session: Session::new(),
+            session: Session::new().into(),
             body: Inbound::Device(Box::new(DeviceMsg::Telemetry(Telemetry {
                 name: "uptime_s".try_into().unwrap(),
                 value: 5,
@@ -70,12 +70,12 @@ fn events() -> Vec<Event> {
         Event::Close {
             client: A,
             uid: Some("1001".into()),
-            session: session(),
+            session: session().into(),
         },
         Event::Close {
             client: B,
             uid: None,
-            session: Session::new(),
+            session: Session::new().into(),
         },
     ]
 }

@@ -174,7 +174,7 @@ async fn handle<H: Handler>(
     async {
         // The handler reads the session from the cache, never from the event: move it there.
         let (session, closed) = match &mut event {
-            Event::Connect { .. } => (Session::new(), false),
+            Event::Connect { .. } => (Arc::new(Session::new()), false),
             Event::Message { session, .. } => (std::mem::take(session), false),
             Event::Close { session, .. } => (std::mem::take(session), true),
         };

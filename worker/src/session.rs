@@ -39,8 +39,8 @@ impl SessionCache {
     }
 
     /// An event of `client` carrying `session` is about to be handled.
-    pub(crate) fn begin(&self, client: ClientId, session: Session) {
-        self.lock().current = Some((client, Arc::new(session)));
+    pub(crate) fn begin(&self, client: ClientId, session: Arc<Session>) {
+        self.lock().current = Some((client, session));
     }
 
     /// The event is handled; `closed` drops the client's entry.
@@ -113,7 +113,7 @@ mod tests {
     fn a_change_outlives_the_event_and_beats_the_gateways_copy() {
         let cache = SessionCache::default();
         let a = ClientId::new(1, 1);
-        cache.begin(a, session(&[("x", "1")]));
+        cache.begin(a, session(&[("x", "1")]).into());
         cache.write(a, &session(&[("nick", "al")]), true);
         assert_eq!(
             cache.get(a).as_deref(),
@@ -121,7 +121,7 @@ mod tests {
         );
         cache.end(a, false);
         // The gateway's copy in the next event predates the update.
-        cache.begin(a, session(&[("x", "1")]));
+        cache.begin(a, session(&[("x", "1")]).into());
         assert_eq!(
             cache.get(a).as_deref(),
             Some(&session(&[("nick", "al"), ("x", "1")]))
@@ -136,7 +136,7 @@ mod tests {
     fn untracked_clients_are_not_cached() {
         let cache = SessionCache::default();
         let (a, b) = (ClientId::new(1, 1), ClientId::new(1, 2));
-        cache.begin(a, Session::new());
+        cache.begin(a, Session::new().into());
         cache.write(b, &session(&[("k", "v")]), false);
         assert_eq!(cache.get(b), None);
         assert_eq!(cache.len(), 0);
@@ -148,7 +148,7 @@ mod tests {
     fn a_lost_gateway_takes_its_clients_entries_along() {
         let cache = SessionCache::default();
         for client in [ClientId::new(1, 1), ClientId::new(2, 1)] {
-            cache.begin(client, Session::new());
+            cache.begin(client, Session::new().into());
             cache.write(client, &session(&[("k", "v")]), false);
             cache.end(client, false);
         }

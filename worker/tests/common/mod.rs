@@ -208,7 +208,7 @@ pub fn connect(client: ClientId, kind: ClientKind) -> Event {
 pub fn line(client: ClientId, session: Session, text: &str) -> Event {
     Event::Message {
         client,
-        session,
+        session: session.into(),
         body: Inbound::Line(text.into()),
     }
 }
@@ -216,7 +216,7 @@ pub fn line(client: ClientId, session: Session, text: &str) -> Event {
 pub fn frame(client: ClientId, session: Session, msg: DeviceMsg) -> Event {
     Event::Message {
         client,
-        session,
+        session: session.into(),
         body: Inbound::Device(Box::new(msg)),
     }
 }
@@ -225,7 +225,7 @@ pub fn close(client: ClientId, uid: Option<&str>, session: Session) -> Event {
     Event::Close {
         client,
         uid: uid.map(String::from),
-        session,
+        session: session.into(),
     }
 }
 
