@@ -3,6 +3,11 @@
 //! sled is embedded and single-process: it takes an exclusive lock on its database file,
 //! and a second worker opening the same directory gets [`StoreError::Locked`] within a second.
 //! Records are postcard-encoded; numeric keys are big-endian so sled's order is theirs.
+//!
+//! Users are packed [`USERS_PER_BLOCK`] to a key (each login appends its record to its
+//! block with sled's merge): sled splits a leaf every 16 keys and copies it on every insert,
+//! so a key per user made the user record most of a login's cost. Records written before
+//! (one key per user, tree `users`) are still read.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +28,11 @@ const NEXT_UID_KEY: &[u8] = b"next_uid";
 /// numbers, which keeps uids unique without an fsync per login; a clean shutdown gives the
 /// unused ones back.
 const UID_BLOCK: u64 = 1024;
+/// Users whose records share one key in `user_blocks` (uid / this).
+const USERS_PER_BLOCK: u64 = 64;
+/// A block grown past this by records replaced in place is compacted (one record per uid)
+/// as the next record lands.
+const COMPACT_BLOCK_BYTES: usize = 8 * 1024;
 /// Ends a device id inside an offline-queue key. UTF-8 never contains 0xFF, so no device's
 /// prefix is a prefix of another's.
 const ID_END: u8 = 0xFF;
@@ -30,6 +40,9 @@ const ID_END: u8 = 0xFF;
 /// The sled-backed store. Cheap to share behind an `Arc`.
 pub struct SledStore {
     db: Db,
+    /// `uid / USERS_PER_BLOCK` -> the block's `(uid, User)` records, oldest first.
+    user_blocks: Tree,
+    /// `uid` -> `User`: the layout before blocks, read only.
     users: Tree,
     devices: Tree,
     offline: Tree,
@@ -75,7 +88,10 @@ impl SledStore {
             }
         };
         let history = db.open_tree("history")?;
+        let user_blocks = db.open_tree("user_blocks")?;
+        user_blocks.set_merge_operator(append_user);
         Ok(SledStore {
+            user_blocks,
             users: db.open_tree("users")?,
             devices: db.open_tree("devices")?,
             offline: db.open_tree("offline")?,
@@ -93,6 +109,38 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     Ok(postcard::from_bytes(bytes)?)
+}
+
+/// The merge operator of `user_blocks`: appends a `(uid, User)` record to its block, and
+/// compacts a block that records replaced in place have grown past [`COMPACT_BLOCK_BYTES`].
+fn append_user(_key: &[u8], block: Option<&[u8]>, record: &[u8]) -> Option<Vec<u8>> {
+    let mut merged = Vec::with_capacity(block.map_or(0, <[u8]>::len) + record.len());
+    merged.extend_from_slice(block.unwrap_or_default());
+    merged.extend_from_slice(record);
+    if merged.len() > COMPACT_BLOCK_BYTES {
+        let mut latest = std::collections::BTreeMap::new();
+        for (uid, user) in block_records(&merged) {
+            latest.insert(uid, user);
+        }
+        merged.clear();
+        for record in latest {
+            // Re-encoding what was just decoded cannot fail; a record that somehow would is
+            // better lost than the whole block.
+            if let Ok(bytes) = postcard::to_allocvec(&record) {
+                merged.extend_from_slice(&bytes);
+            }
+        }
+    }
+    Some(merged)
+}
+
+/// The `(uid, User)` records of a block, oldest first; stops at a damaged record.
+fn block_records(mut block: &[u8]) -> impl Iterator<Item = (u64, User)> + '_ {
+    std::iter::from_fn(move || {
+        let (record, rest) = postcard::take_from_bytes::<(u64, User)>(block).ok()?;
+        block = rest;
+        Some(record)
+    })
 }
 
 fn u64_of(bytes: &[u8]) -> Option<u64> {
@@ -197,11 +245,24 @@ impl Store for SledStore {
     }
 
     fn put_user(&self, uid: u64, user: &User) -> Result<(), StoreError> {
-        self.users.insert(uid.to_be_bytes(), encode(user)?)?;
+        let block = (uid / USERS_PER_BLOCK).to_be_bytes();
+        self.user_blocks.merge(block, encode(&(uid, user))?)?;
         Ok(())
     }
 
     fn user(&self, uid: u64) -> Result<Option<User>, StoreError> {
+        if let Some(block) = self
+            .user_blocks
+            .get((uid / USERS_PER_BLOCK).to_be_bytes())?
+        {
+            let latest = block_records(&block)
+                .filter(|(id, _)| *id == uid)
+                .last()
+                .map(|(_, user)| user);
+            if latest.is_some() {
+                return Ok(latest);
+            }
+        }
         self.users
             .get(uid.to_be_bytes())?
             .map(|bytes| decode(&bytes))
@@ -362,6 +423,58 @@ mod tests {
             text: text.into(),
             at: 5,
         }
+    }
+
+    fn user(nick: &str) -> User {
+        User {
+            nick: nick.into(),
+            created: 7,
+        }
+    }
+
+    #[test]
+    fn users_share_blocks_survive_a_reopen_and_old_records_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            // The layout before blocks: one key per user.
+            store
+                .users
+                .insert(5u64.to_be_bytes(), encode(&user("old")).unwrap())
+                .unwrap();
+            for uid in 1000..1000 + 3 * USERS_PER_BLOCK {
+                store.put_user(uid, &user(&format!("u{uid}"))).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.user_blocks.len(),
+            4,
+            "1000..1192 spans four blocks of 64"
+        );
+        for uid in [1000, 1023, 1024, 1191] {
+            assert_eq!(store.user(uid).unwrap(), Some(user(&format!("u{uid}"))));
+        }
+        assert_eq!(store.user(1192).unwrap(), None);
+        assert_eq!(store.user(5).unwrap(), Some(user("old")));
+    }
+
+    #[test]
+    fn a_user_replaced_over_and_over_does_not_grow_its_block() {
+        let (_dir, store) = open();
+        store.put_user(64, &user("neighbour")).unwrap();
+        for n in 0..10_000 {
+            store.put_user(65, &user(&format!("nick{n}"))).unwrap();
+        }
+        let block = store.user_blocks.get(1u64.to_be_bytes()).unwrap().unwrap();
+        assert!(
+            block.len() <= COMPACT_BLOCK_BYTES + 64,
+            "block of {} bytes",
+            block.len()
+        );
+        assert_eq!(store.user(65).unwrap(), Some(user("nick9999")));
+        assert_eq!(store.user(64).unwrap(), Some(user("neighbour")));
     }
 
     #[test]
