@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION};
 use protocol::link_codec::{self, LinkCodec, LinkCodecError};
 use tokio::io::AsyncWriteExt;
@@ -51,6 +51,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// worker cannot open the store until this one exits.
 pub(crate) const LEAVE_QUIET: Duration = Duration::from_millis(250);
 
+/// Messages read back to back before the link looks at its stop signals again.
+const READ_BATCH: usize = 64;
 /// Bytes of queued messages gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// A write buffer grown past this by a big message is freed after it.
@@ -325,43 +327,58 @@ async fn read_loop(
                 continue;
             }
         };
-        if leaving {
-            quiet
-                .as_mut()
-                .reset(tokio::time::Instant::now() + LEAVE_QUIET);
-        }
-        let msg = match frame {
-            None if leaving => return ReadEnd::GatewayDone,
-            None => return ReadEnd::Lost(LinkError::Closed),
-            Some(Err(err)) => return ReadEnd::Lost(LinkError::Codec(err)),
-            Some(Ok(msg)) => msg,
-        };
-        match msg {
-            GatewayToWorker::Event {
-                id: event_id,
-                event,
-            } => {
-                let delivery = Delivery {
-                    gateway: id,
+        // Then whatever else is already here, without going back through the select
+        // (whose cancellation waits take a lock each time they are polled); the stops are
+        // looked at again after READ_BATCH messages at most.
+        let mut frame = Some(frame);
+        let mut batch = 0;
+        while let Some(next) = frame.take() {
+            if leaving {
+                quiet
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + LEAVE_QUIET);
+            }
+            let msg = match next {
+                None if leaving => return ReadEnd::GatewayDone,
+                None => return ReadEnd::Lost(LinkError::Closed),
+                Some(Err(err)) => return ReadEnd::Lost(LinkError::Codec(err)),
+                Some(Ok(msg)) => msg,
+            };
+            match msg {
+                GatewayToWorker::Event {
                     id: event_id,
                     event,
-                    ack: tx.clone(),
-                    outstanding: Arc::clone(&outstanding),
-                };
-                // Waits while the runtime is EVENT_QUEUE events behind: backpressure through
-                // TCP to the gateway, which holds its own bounded queue.
-                tokio::select! {
-                    biased;
-                    _ = &mut close => return ReadEnd::Closed,
-                    sent = events.send(delivery) => if sent.is_err() { return ReadEnd::Closed },
+                } => {
+                    let delivery = Delivery {
+                        gateway: id,
+                        id: event_id,
+                        event,
+                        ack: tx.clone(),
+                        outstanding: Arc::clone(&outstanding),
+                    };
+                    match events.try_send(delivery) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return ReadEnd::Closed,
+                        // Waits while the runtime is EVENT_QUEUE events behind: backpressure
+                        // through TCP to the gateway, which holds its own bounded queue.
+                        Err(mpsc::error::TrySendError::Full(delivery)) => tokio::select! {
+                            biased;
+                            _ = &mut close => return ReadEnd::Closed,
+                            sent = events.send(delivery) => if sent.is_err() { return ReadEnd::Closed },
+                        },
+                    }
+                }
+                GatewayToWorker::Reply { id: query, reply } => gateway.deliver_reply(query, reply),
+                GatewayToWorker::Routes { changes, synced } => {
+                    gateway.apply_routes(id, serial, changes, synced)
+                }
+                other => {
+                    tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")
                 }
             }
-            GatewayToWorker::Reply { id: query, reply } => gateway.deliver_reply(query, reply),
-            GatewayToWorker::Routes { changes, synced } => {
-                gateway.apply_routes(id, serial, changes, synced)
-            }
-            other => {
-                tracing::warn!(gateway = id, message = ?other, "unexpected message on a linked link")
+            batch += 1;
+            if batch < READ_BATCH {
+                frame = stream.next().now_or_never();
             }
         }
     }
