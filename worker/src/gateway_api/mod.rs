@@ -190,7 +190,8 @@ impl Gateway {
 
     /// Ids of the gateways linked right now.
     pub fn linked_gateways(&self) -> Vec<u16> {
-        self.links().into_iter().map(|(id, _)| id).collect()
+        let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
+        links.keys().copied().collect()
     }
 
     fn links(&self) -> Vec<(u16, LinkTx)> {
@@ -230,8 +231,12 @@ impl Gateway {
         match targets {
             Targets::All => self.command_all(command).await,
             Targets::Some(ids) => {
-                let mut links = self.links();
-                links.retain(|(id, _)| ids.contains(id));
+                let links = {
+                    let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
+                    ids.iter()
+                        .filter_map(|id| Some((*id, links.get(id)?.clone())))
+                        .collect()
+                };
                 self.command_each(links, command).await
             }
         }
