@@ -7,8 +7,10 @@
 //!   of the link it was handed to, until that link's worker acks it. When a link closes for
 //!   any reason, its unacked events are redelivered (to another worker, or held for the
 //!   next one). They were accepted, so they are held even past `pending_events`.
-//! - Duplicates only for an event whose worker executed some of its commands but closed
-//!   before acking it (a crash, kill -9): the next worker handles it again.
+//! - Duplicates only for events whose worker executed some of their commands but closed
+//!   before acking them (a crash, kill -9): the next worker handles them again. Acks are
+//!   cumulative and a worker sends one per batch, so a crash can leave the handled events of
+//!   its last unacked batch to be handled again, not only the one it died on.
 //! - Order per connection. A client whose events are unacked on a link is pinned to it;
 //!   its newer events go to that link or wait behind the older ones. When the link closes,
 //!   its unacked events go back to the front of the buffer, in order, ahead of anything
@@ -18,9 +20,11 @@
 //!   they are redelivered). A worker that acks all it has before closing (the reload path)
 //!   therefore loses nothing and causes no duplicate.
 //! - Poison: when a link closes, only its oldest unacked event is suspect (a worker handles
-//!   events in order, so that is the one it died on; the ones behind it were never
-//!   started). An event that was the oldest unacked one of more than `max_redeliveries`
-//!   closed links is logged with its client and dropped (counted in `dropped`).
+//!   events in order, so the one it died on is that one or, since its acks go out in
+//!   batches, one shortly behind it; the ones behind that were never started). A crash loop
+//!   can therefore drop an event handled just before the poison one, as well as it. An
+//!   event that was the oldest unacked one of more than `max_redeliveries` closed links is
+//!   logged with its client and dropped (counted in `dropped`).
 //! - Window: a link holds at most `max_in_flight` unacked events. Past that it gets no
 //!   more; its clients' events wait in the buffer (where new messages count against
 //!   `pending_events`) until acks free room.

@@ -206,10 +206,13 @@ async fn write_loop(
                 item = rx.try_recv().ok();
             }
         }
+        // Measured before the write: writing advances the buffer's start, and `capacity()`
+        // counts from there.
+        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
         if let Err(err) = socket.write_all_buf(&mut buf).await {
             return format!("write error: {err}");
         }
-        if buf.capacity() > KEEP_WRITE_BUFFER {
+        if grown {
             buf = BytesMut::new();
         }
     }

@@ -400,7 +400,11 @@ async fn write_loop(
         let mut ack = None;
         while let Some(msg) = item.take() {
             match msg {
-                WorkerToGateway::Ack { event } => ack = Some(event),
+                WorkerToGateway::Ack { event } => {
+                    // The runtime acks a link's events in order; the highest covers them all.
+                    debug_assert!(ack.is_none_or(|acked| acked < event), "acks go backwards");
+                    ack = Some(ack.map_or(event, |acked: u64| acked.max(event)));
+                }
                 msg => match codec.encode(&msg, &mut buf) {
                     Ok(()) => {}
                     // The gateway would close the link on it; drop this one message instead.
@@ -417,8 +421,11 @@ async fn write_loop(
         if let Some(event) = ack {
             codec.encode(WorkerToGateway::Ack { event }, &mut buf)?;
         }
+        // Measured before the write: writing advances the buffer's start, and `capacity()`
+        // counts from there.
+        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
         socket.write_all_buf(&mut buf).await?;
-        if buf.capacity() > KEEP_WRITE_BUFFER {
+        if grown {
             buf = BytesMut::new();
         }
     }

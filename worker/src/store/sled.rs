@@ -31,8 +31,9 @@ const UID_BLOCK: u64 = 1024;
 /// Users whose records share one key in `user_blocks` (uid / this).
 const USERS_PER_BLOCK: u64 = 64;
 /// A block grown past this by records replaced in place is compacted (one record per uid)
-/// as the next record lands.
-const COMPACT_BLOCK_BYTES: usize = 8 * 1024;
+/// as the next record lands. Above what 64 distinct records can take (a 32-character nick
+/// is at most 128 bytes), so a block of distinct users is never rewritten.
+const COMPACT_BLOCK_BYTES: usize = 16 * 1024;
 /// Ends a device id inside an offline-queue key. UTF-8 never contains 0xFF, so no device's
 /// prefix is a prefix of another's.
 const ID_END: u8 = 0xFF;
@@ -113,15 +114,18 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 
 /// The merge operator of `user_blocks`: appends a `(uid, User)` record to its block, and
 /// compacts a block that records replaced in place have grown past [`COMPACT_BLOCK_BYTES`].
+/// A block that does not decode to its end is never compacted (that would drop what follows
+/// the damage); it is kept as it is and [`SledStore::user`] reports it.
 fn append_user(_key: &[u8], block: Option<&[u8]>, record: &[u8]) -> Option<Vec<u8>> {
     let mut merged = Vec::with_capacity(block.map_or(0, <[u8]>::len) + record.len());
     merged.extend_from_slice(block.unwrap_or_default());
     merged.extend_from_slice(record);
     if merged.len() > COMPACT_BLOCK_BYTES {
-        let mut latest = std::collections::BTreeMap::new();
-        for (uid, user) in block_records(&merged) {
-            latest.insert(uid, user);
-        }
+        let Ok(records) = block_records(&merged) else {
+            tracing::error!("a damaged user block is not compacted");
+            return Some(merged);
+        };
+        let latest: std::collections::BTreeMap<u64, User> = records.into_iter().collect();
         merged.clear();
         for record in latest {
             // Re-encoding what was just decoded cannot fail; a record that somehow would is
@@ -134,13 +138,15 @@ fn append_user(_key: &[u8], block: Option<&[u8]>, record: &[u8]) -> Option<Vec<u
     Some(merged)
 }
 
-/// The `(uid, User)` records of a block, oldest first; stops at a damaged record.
-fn block_records(mut block: &[u8]) -> impl Iterator<Item = (u64, User)> + '_ {
-    std::iter::from_fn(move || {
-        let (record, rest) = postcard::take_from_bytes::<(u64, User)>(block).ok()?;
+/// The `(uid, User)` records of a block, oldest first; an error if any of it does not decode.
+fn block_records(mut block: &[u8]) -> Result<Vec<(u64, User)>, StoreError> {
+    let mut records = Vec::new();
+    while !block.is_empty() {
+        let (record, rest) = postcard::take_from_bytes::<(u64, User)>(block)?;
+        records.push(record);
         block = rest;
-        Some(record)
-    })
+    }
+    Ok(records)
 }
 
 fn u64_of(bytes: &[u8]) -> Option<u64> {
@@ -255,9 +261,10 @@ impl Store for SledStore {
             .user_blocks
             .get((uid / USERS_PER_BLOCK).to_be_bytes())?
         {
-            let latest = block_records(&block)
-                .filter(|(id, _)| *id == uid)
-                .last()
+            let latest = block_records(&block)?
+                .into_iter()
+                .rev()
+                .find(|(id, _)| *id == uid)
                 .map(|(_, user)| user);
             if latest.is_some() {
                 return Ok(latest);
@@ -475,6 +482,29 @@ mod tests {
         );
         assert_eq!(store.user(65).unwrap(), Some(user("nick9999")));
         assert_eq!(store.user(64).unwrap(), Some(user("neighbour")));
+    }
+
+    #[test]
+    fn a_damaged_user_block_is_an_error_and_compaction_never_drops_what_follows() {
+        let (_dir, store) = open();
+        store.put_user(0, &user("first")).unwrap();
+        // uid 5, a 2-byte nick that is not UTF-8, created 7: no record.
+        let damage = [0x05, 0x02, 0xff, 0xfe, 0x07];
+        store
+            .user_blocks
+            .merge(0u64.to_be_bytes(), &damage[..])
+            .unwrap();
+        store.put_user(1, &user("second")).unwrap();
+        assert!(matches!(store.user(1), Err(StoreError::Codec(_))));
+        for n in 0..2_000 {
+            store.put_user(2, &user(&format!("nick{n}"))).unwrap();
+        }
+        let block = store.user_blocks.get(0u64.to_be_bytes()).unwrap().unwrap();
+        assert!(
+            block.len() > COMPACT_BLOCK_BYTES,
+            "the damaged block was compacted"
+        );
+        assert!(block.windows(damage.len()).any(|w| w == damage));
     }
 
     #[test]
