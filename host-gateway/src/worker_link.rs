@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use protocol::link::{GatewayToWorker, WorkerToGateway, LINK_VERSION};
-use protocol::link_codec::{self, EventFrame, LinkCodec, LinkCodecError};
-use tokio::io::AsyncWriteExt;
+use protocol::link_codec::{self, EventFrame, LinkCodec, LinkCodecError, LinkWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Encoder, Framed};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{LinkOut, RouterMsg, WorkerHandle};
@@ -30,10 +28,6 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// before they get here; past this, events are held by the router and replies close
 /// the link.
 const LINK_QUEUE: usize = 16 * 1024;
-/// Bytes of queued messages gathered into one write.
-const WRITE_BATCH: usize = 64 * 1024;
-/// A write buffer grown past this by a big message (a large reply) is freed after it.
-const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
 type Link = Framed<TcpStream, LinkCodec<WorkerToGateway>>;
 
@@ -169,32 +163,24 @@ async fn read_loop(
 }
 
 /// Writes events and replies to the worker: whatever is queued goes out in one write
-/// (up to [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer.
+/// (up to `WRITE_BATCH` bytes), each message serialized straight into the write buffer.
 /// Returns why it stopped.
 async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    socket: OwnedWriteHalf,
     mut rx: mpsc::Receiver<LinkOut>,
     counters: Option<Arc<Counters>>,
 ) -> String {
-    let mut codec = LinkCodec::<WorkerToGateway>::new();
-    let mut buf = BytesMut::new();
+    let mut link = LinkWriter::new(socket);
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
         while let Some(out) = item.take() {
             let encoded = match out {
-                LinkOut::Event { id, event } => {
-                    codec.encode(EventFrame { id, event: &event }, &mut buf)
-                }
-                LinkOut::Reply { id, reply } => {
-                    codec.encode(GatewayToWorker::Reply { id, reply }, &mut buf)
-                }
-                LinkOut::Routes { changes, synced } => codec.encode(
-                    GatewayToWorker::Routes {
-                        changes: Vec::clone(&changes),
-                        synced,
-                    },
-                    &mut buf,
-                ),
+                LinkOut::Event { id, event } => link.push(EventFrame { id, event: &event }),
+                LinkOut::Reply { id, reply } => link.push(GatewayToWorker::Reply { id, reply }),
+                LinkOut::Routes { changes, synced } => link.push(GatewayToWorker::Routes {
+                    changes: Vec::clone(&changes),
+                    synced,
+                }),
             };
             if let Err(err) = encoded {
                 return format!("cannot encode: {err}");
@@ -202,18 +188,12 @@ async fn write_loop(
             if let Some(counters) = &counters {
                 bump(&counters.link_out);
             }
-            if buf.len() < WRITE_BATCH {
+            if !link.is_full() {
                 item = rx.try_recv().ok();
             }
         }
-        // Measured before the write: writing advances the buffer's start, and `capacity()`
-        // counts from there.
-        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
-        if let Err(err) = socket.write_all_buf(&mut buf).await {
+        if let Err(err) = link.flush().await {
             return format!("write error: {err}");
-        }
-        if grown {
-            buf = BytesMut::new();
         }
     }
     "router gone".into()

@@ -4,7 +4,8 @@
 //! Both ends use it, so a message is serialized straight into the connection's write buffer
 //! (no buffer of its own, no copy) and decoded straight from the read buffer. Anything
 //! serializable can be written ([`EventFrame`] writes an event the gateway still holds,
-//! without copying it); what is read is always `In`.
+//! without copying it); what is read is always `In`. [`LinkWriter`] is a link's writing side:
+//! queued messages gathered into one buffer, written in batches.
 
 use core::marker::PhantomData;
 use std::io;
@@ -13,12 +14,21 @@ use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeStructVariant;
 use serde::{Serialize, Serializer};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, Framed, FramedParts};
 
 use crate::link::{Event, MAX_LINK_FRAME};
 
 /// Bytes of the length in front of every message.
 const HEADER: usize = 4;
+/// Most bytes reserved for a message announced but not arrived: a length alone (from a peer
+/// not even through the handshake) does not make the reader allocate 8 MiB; a bigger
+/// message grows the buffer as its bytes come.
+const RESERVE_AHEAD: usize = 64 * 1024;
+/// Bytes of queued messages [`LinkWriter`] gathers into one write.
+pub const WRITE_BATCH: usize = 64 * 1024;
+/// A write buffer grown past this by a big message (a large reply) is freed after it.
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Why a link message could not be read or written. Every one of them ends the link.
 #[derive(Debug)]
@@ -91,7 +101,7 @@ impl<In: DeserializeOwned> Decoder for LinkCodec<In> {
         }
         let Some(body) = src.get(HEADER..HEADER + len) else {
             // Room for the rest of this message, so it arrives in as few reads as it can.
-            src.reserve(HEADER + len - src.len());
+            src.reserve((HEADER + len - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         };
         let msg = postcard::from_bytes(body).map_err(LinkCodecError::Decode)?;
@@ -131,6 +141,53 @@ pub fn reader<R, In>(read_half: R, read_buf: BytesMut) -> Framed<R, LinkCodec<In
     let mut parts = FramedParts::new::<()>(read_half, LinkCodec::new());
     parts.read_buf = read_buf;
     Framed::from_parts(parts)
+}
+
+/// The writing side of a link: messages are encoded into one buffer as they are pushed and
+/// go out together on [`LinkWriter::flush`].
+#[derive(Debug)]
+pub struct LinkWriter<W> {
+    socket: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> LinkWriter<W> {
+    /// A writer on `socket`, nothing pending.
+    pub fn new(socket: W) -> Self {
+        LinkWriter {
+            socket,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Encodes `msg` behind what is pending. On an error nothing of it is pending, and what
+    /// was stays whole.
+    pub fn push<T: Serialize>(&mut self, msg: T) -> Result<(), LinkCodecError> {
+        LinkCodec::<()>::new().encode(msg, &mut self.buf)
+    }
+
+    /// Whether [`WRITE_BATCH`] bytes are pending: time to flush rather than gather more.
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= WRITE_BATCH
+    }
+
+    /// Writes everything pending. A buffer a big message grew is freed afterwards.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        // Measured before the write: writing advances the buffer's start, and `capacity()`
+        // counts from there.
+        let grown = self.buf.capacity() > KEEP_WRITE_BUFFER;
+        self.socket.write_all_buf(&mut self.buf).await?;
+        if grown {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Flushes, then closes the socket's writing side.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.socket.shutdown().await
+    }
 }
 
 /// postcard output appended to a `BytesMut` in place.

@@ -436,7 +436,7 @@ mod codec {
     //! `link_codec`: the same bytes as the documented framing, in whatever pieces they come.
 
     use bytes::{BufMut, BytesMut};
-    use protocol::link_codec::{EventFrame, LinkCodec, LinkCodecError};
+    use protocol::link_codec::{EventFrame, LinkCodec, LinkCodecError, LinkWriter};
     use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
     use super::*;
@@ -502,6 +502,46 @@ mod codec {
         buf.put_u32(MAX_LINK_FRAME as u32 + 1);
         let refused = LinkCodec::<WorkerToGateway>::new().decode(&mut buf);
         assert!(matches!(refused, Err(LinkCodecError::TooBig(n)) if n == MAX_LINK_FRAME + 1));
+    }
+
+    #[test]
+    fn a_length_alone_does_not_reserve_the_whole_message() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(MAX_LINK_FRAME as u32);
+        let got = LinkCodec::<WorkerToGateway>::new()
+            .decode(&mut buf)
+            .unwrap();
+        assert!(got.is_none());
+        assert!(
+            buf.capacity() < 1024 * 1024,
+            "reserved {} bytes",
+            buf.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_sends_what_was_pushed_in_order_and_skips_what_it_refused() {
+        let mut out = Vec::new();
+        let mut writer = LinkWriter::new(&mut out);
+        writer.push(WorkerToGateway::Leaving).unwrap();
+        let huge = WorkerToGateway::Command(Command::SendToAll {
+            body: Outbound::Line("x".repeat(MAX_LINK_FRAME)),
+            exclude: vec![],
+        });
+        assert!(matches!(writer.push(&huge), Err(LinkCodecError::TooBig(_))));
+        writer.push(WorkerToGateway::Ack { event: 9 }).unwrap();
+        assert!(!writer.is_full());
+        writer.shutdown().await.unwrap();
+        let mut wire = BytesMut::from(&out[..]);
+        let mut codec = LinkCodec::<WorkerToGateway>::new();
+        let mut got = Vec::new();
+        while let Some(msg) = codec.decode(&mut wire).unwrap() {
+            got.push(msg);
+        }
+        assert_eq!(
+            got,
+            [WorkerToGateway::Leaving, WorkerToGateway::Ack { event: 9 }]
+        );
     }
 
     #[test]

@@ -17,15 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
 use protocol::link::{Event, GatewayToWorker, WorkerToGateway, LINK_VERSION};
-use protocol::link_codec::{self, LinkCodec, LinkCodecError};
-use tokio::io::AsyncWriteExt;
+use protocol::link_codec::{self, LinkCodec, LinkCodecError, LinkWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Encoder, Framed};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway_api::{Gateway, LINK_QUEUE};
@@ -53,10 +51,6 @@ pub(crate) const LEAVE_QUIET: Duration = Duration::from_millis(250);
 
 /// Messages read back to back before the link looks at its stop signals again.
 const READ_BATCH: usize = 64;
-/// Bytes of queued messages gathered into one write.
-const WRITE_BATCH: usize = 64 * 1024;
-/// A write buffer grown past this by a big message is freed after it.
-const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
 type Transport = Framed<TcpStream, LinkCodec<GatewayToWorker>>;
 type Reader = Framed<OwnedReadHalf, LinkCodec<GatewayToWorker>>;
@@ -385,16 +379,15 @@ async fn read_loop(
 }
 
 /// Writes the link's queue to the socket: whatever is queued goes out in one write (up to
-/// [`WRITE_BATCH`] bytes), each message serialized straight into the write buffer. Acks are
+/// `WRITE_BATCH` bytes), each message serialized straight into the write buffer. Acks are
 /// cumulative, so only the last of a batch is written, after everything else in it (an ack
 /// may go later, never earlier). Ends once every sender is gone and everything queued is
 /// written.
 async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    socket: OwnedWriteHalf,
     mut rx: mpsc::Receiver<WorkerToGateway>,
 ) -> Result<(), LinkError> {
-    let mut codec = LinkCodec::<GatewayToWorker>::new();
-    let mut buf = BytesMut::new();
+    let mut link = LinkWriter::new(socket);
     while let Some(first) = rx.recv().await {
         let mut item = Some(first);
         let mut ack = None;
@@ -405,7 +398,7 @@ async fn write_loop(
                     debug_assert!(ack.is_none_or(|acked| acked < event), "acks go backwards");
                     ack = Some(ack.map_or(event, |acked: u64| acked.max(event)));
                 }
-                msg => match codec.encode(&msg, &mut buf) {
+                msg => match link.push(&msg) {
                     Ok(()) => {}
                     // The gateway would close the link on it; drop this one message instead.
                     Err(LinkCodecError::TooBig(len)) => {
@@ -414,21 +407,15 @@ async fn write_loop(
                     Err(err) => return Err(err.into()),
                 },
             }
-            if buf.len() < WRITE_BATCH {
+            if !link.is_full() {
                 item = rx.try_recv().ok();
             }
         }
         if let Some(event) = ack {
-            codec.encode(WorkerToGateway::Ack { event }, &mut buf)?;
+            link.push(WorkerToGateway::Ack { event })?;
         }
-        // Measured before the write: writing advances the buffer's start, and `capacity()`
-        // counts from there.
-        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
-        socket.write_all_buf(&mut buf).await?;
-        if grown {
-            buf = BytesMut::new();
-        }
+        link.flush().await?;
     }
-    socket.shutdown().await?;
+    link.shutdown().await?;
     Ok(())
 }
