@@ -19,12 +19,16 @@
 //!   its events there are acked (then it moves to another worker) or the link closes (then
 //!   they are redelivered). A worker that acks all it has before closing (the reload path)
 //!   therefore loses nothing and causes no duplicate.
-//! - Poison: when a link closes, only its oldest unacked event is suspect (a worker handles
-//!   events in order, so the one it died on is that one or, since its acks go out in
-//!   batches, one shortly behind it; the ones behind that were never started). A crash loop
-//!   can therefore drop an event handled just before the poison one, as well as it. An
-//!   event that was the oldest unacked one of more than `max_redeliveries` closed links is
-//!   logged with its client and dropped (counted in `dropped`).
+//! - Poison: when a link closes, only its oldest unacked event is suspect. A worker handles
+//!   events in order, but its acks go out in batches, so the one it died on is that one or
+//!   one shortly behind it. A suspect is therefore redelivered on trial: alone, to a link
+//!   with nothing else in flight, which gets nothing more until it acks it. A worker that
+//!   dies then died on that very event. While a suspect waits for such a link no event is
+//!   handed out (a link empties within one round trip, since it gets nothing new), so a
+//!   trial costs a short pause after a crash and nothing on the way there. An event that
+//!   was the oldest unacked one of more than `max_redeliveries` closed links is logged with
+//!   its client and dropped (counted in `dropped`); a good event handled just before the
+//!   poison one is blamed once, acked on its trial, and never dropped with it.
 //! - Window: a link holds at most `max_in_flight` unacked events. Past that it gets no
 //!   more; its clients' events wait in the buffer (where new messages count against
 //!   `pending_events`) until acks free room.
@@ -49,6 +53,13 @@ struct Held {
     failures: u32,
 }
 
+impl Held {
+    /// A worker may have died on it: it is redelivered on trial (module comment).
+    fn is_suspect(&self) -> bool {
+        self.failures > 0
+    }
+}
+
 /// One worker link, as delivery sees it.
 #[derive(Debug)]
 struct Link {
@@ -59,6 +70,24 @@ struct Link {
     in_flight: BTreeMap<u64, Held>,
     /// The worker sent `Leaving`: no new events.
     leaving: bool,
+}
+
+impl Link {
+    /// Whether the link takes an event now: it is not leaving and has room, and no suspect
+    /// is on trial in it; a `suspect` goes only to a link with nothing in flight.
+    fn takes(&self, window: usize, suspect: bool) -> bool {
+        if self.leaving {
+            return false;
+        }
+        if suspect {
+            return self.in_flight.is_empty();
+        }
+        let on_trial = self
+            .in_flight
+            .first_key_value()
+            .is_some_and(|(_, held)| held.is_suspect());
+        !on_trial && self.in_flight.len() < window
+    }
 }
 
 /// A client with unacked events on a link: its events go there, or wait.
@@ -78,6 +107,8 @@ pub(crate) struct Delivery {
     /// How many of `pending` each client has, so a new event knows whether to queue behind.
     queued: HashMap<ClientId, usize>,
     pins: HashMap<ClientId, Pin>,
+    /// Suspects in `pending`: while there is one, nothing else is handed out.
+    suspects: usize,
     pending_cap: usize,
     window: usize,
     max_redeliveries: u32,
@@ -93,6 +124,7 @@ impl Delivery {
             pending: VecDeque::new(),
             queued: HashMap::new(),
             pins: HashMap::new(),
+            suspects: 0,
             pending_cap: config.pending_events,
             window: config.max_in_flight.max(1),
             max_redeliveries: config.max_redeliveries,
@@ -134,11 +166,12 @@ impl Delivery {
             event: Arc::new(event),
             failures: 0,
         };
-        // Behind this client's held events, or it would overtake them.
-        let held = if self.queued.contains_key(&client) {
+        // Behind this client's held events, or it would overtake them; behind a suspect,
+        // which waits for a link to empty.
+        let held = if self.queued.contains_key(&client) || self.suspects > 0 {
             held
         } else {
-            match self.target(client) {
+            match self.target(client, false) {
                 Some(i) => match self.hand(i, held) {
                     Ok(()) => return true,
                     Err(held) => held,
@@ -216,6 +249,7 @@ impl Delivery {
             );
         }
         for held in back.into_iter().rev() {
+            self.suspects += usize::from(held.is_suspect());
             *self.queued.entry(held.event.client()).or_default() += 1;
             self.pending.push_front(held);
         }
@@ -240,11 +274,13 @@ impl Delivery {
         let mut kept = VecDeque::with_capacity(self.pending.len());
         while let Some(mut held) = self.pending.pop_front() {
             let client = held.event.client();
+            let suspect = held.is_suspect();
             if !blocked.contains(&client) {
-                if let Some(i) = self.target(client) {
+                if let Some(i) = self.target(client, suspect) {
                     match self.hand(i, held) {
                         Ok(()) => {
                             self.unqueue(client);
+                            self.suspects -= usize::from(suspect);
                             continue;
                         }
                         Err(back) => held = back,
@@ -253,6 +289,10 @@ impl Delivery {
                 blocked.insert(client);
             }
             kept.push_back(held);
+            if suspect {
+                // Nothing goes out until a link is empty for it.
+                kept.append(&mut self.pending);
+            }
             if !self.any_room() {
                 kept.append(&mut self.pending);
             }
@@ -261,12 +301,12 @@ impl Delivery {
     }
 
     /// The link (index) that takes `client`'s next event now, if any: the one it is pinned
-    /// to, else the sticky choice among links not leaving, else any of them with room.
-    fn target(&self, client: ClientId) -> Option<usize> {
+    /// to, else the sticky choice among links not leaving, else any of them that takes it.
+    fn target(&self, client: ClientId, suspect: bool) -> Option<usize> {
+        let takes = |l: &Link| l.takes(self.window, suspect);
         if let Some(pin) = self.pins.get(&client) {
             let i = self.links.iter().position(|l| l.handle.link == pin.link)?;
-            let link = &self.links[i];
-            return (!link.leaving && link.in_flight.len() < self.window).then_some(i);
+            return takes(&self.links[i]).then_some(i);
         }
         let open = self.links.iter().filter(|l| !l.leaving).count() as u64;
         if open == 0 {
@@ -274,18 +314,15 @@ impl Delivery {
         }
         let nth = usize::try_from(client.conn() % open).unwrap_or(0);
         let mut candidates = self.links.iter().enumerate().filter(|(_, l)| !l.leaving);
-        let has_room = |l: &Link| l.in_flight.len() < self.window;
         match candidates.clone().nth(nth) {
-            Some((i, l)) if has_room(l) => Some(i),
-            _ => candidates.find(|(_, l)| has_room(l)).map(|(i, _)| i),
+            Some((i, l)) if takes(l) => Some(i),
+            _ => candidates.find(|(_, l)| takes(l)).map(|(i, _)| i),
         }
     }
 
     /// Whether any link takes new events.
     fn any_room(&self) -> bool {
-        self.links
-            .iter()
-            .any(|l| !l.leaving && l.in_flight.len() < self.window)
+        self.links.iter().any(|l| l.takes(self.window, false))
     }
 
     /// Queues `held` on link `i` and records it in flight; gives it back if the link's
@@ -488,6 +525,65 @@ mod tests {
         };
         assert!(d.emit(connect, false));
         assert_eq!(d.held(), 4);
+    }
+
+    #[test]
+    fn a_suspect_waits_for_an_empty_link_and_goes_alone() {
+        let mut d = delivery(10, 10);
+        let (a, mut rx_a) = link(1);
+        let (b, mut rx_b) = link(2);
+        d.link_up(a);
+        d.link_up(b);
+        // Client 1 sticks to link 2 (conn % 2), client 2 to link 1.
+        assert!(d.emit(line(1, "suspect"), true));
+        assert!(d.emit(line(2, "busy"), true));
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(1, "suspect")));
+        assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(2, "busy")));
+        assert!(d.link_down(2));
+        d.drain_if_dirty();
+        // Link 1 has an event in flight: the suspect waits, and so does everything newer.
+        assert_eq!(next(&mut rx_a), None);
+        assert!(d.emit(line(3, "newer"), true));
+        assert_eq!(next(&mut rx_a), None);
+        assert_eq!(d.held(), 2);
+        // Link 1 empties: the suspect goes alone, and the link takes nothing until it acks.
+        d.ack(1, 1);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_a), Some((2, line(1, "suspect"))));
+        assert_eq!(next(&mut rx_a), None);
+        assert!(d.emit(line(5, "still newer"), true));
+        assert_eq!(next(&mut rx_a), None);
+        d.ack(1, 2);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(3, "newer")));
+        assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(5, "still newer")));
+        assert_eq!(d.held(), 0);
+    }
+
+    #[test]
+    fn a_suspect_that_kills_its_trial_link_again_is_dropped_past_the_limit() {
+        let config = GatewayConfig {
+            max_redeliveries: 1,
+            ..GatewayConfig::default()
+        };
+        let mut d = Delivery::new(&config, Arc::new(Counters::default()));
+        let (a, _rx_a) = link(1);
+        d.link_up(a);
+        assert!(d.emit(line(1, "poison"), true));
+        assert!(d.emit(line(1, "after"), true));
+        assert!(d.link_down(1));
+        let (b, mut rx_b) = link(2);
+        d.link_up(b);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(1, "poison")));
+        assert_eq!(next(&mut rx_b), None, "on trial, alone");
+        assert!(d.link_down(2));
+        let (c, mut rx_c) = link(3);
+        d.link_up(c);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_c).map(|e| e.1), Some(line(1, "after")));
+        assert_eq!(d.counters.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!((d.held(), d.suspects), (0, 0));
     }
 
     #[test]

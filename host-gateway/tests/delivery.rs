@@ -166,19 +166,62 @@ async fn a_poison_event_is_dropped_after_max_redeliveries_and_the_next_one_survi
     let mut user = gw.telnet().await;
     let id = connected(&mut w).await;
     user.send(b"poison\nafter\n").await;
-    // The first delivery and two redeliveries; each worker dies on "poison".
-    for round in 0..3 {
+    // The first delivery: both go; the worker dies on "poison" before acking either.
+    line_id(&mut w, id, "poison").await;
+    line_id(&mut w, id, "after").await;
+    drop(w);
+    // Two redeliveries on trial: "poison" alone, and each worker dies on it again.
+    for _ in 0..2 {
+        w = manual(&gw).await;
         line_id(&mut w, id, "poison").await;
-        line_id(&mut w, id, "after").await;
+        w.no_event(QUIET).await;
         drop(w);
-        w = if round < 2 {
-            manual(&gw).await
-        } else {
-            gw.worker().await
-        };
     }
-    // "after" was delivered as often, but never the one a worker died on: it stays.
+    // "after" was never the one a worker died on: it stays.
+    let mut w = gw.worker().await;
     assert_eq!(w.line(id).await, "after");
+    w.no_event(QUIET).await;
+    assert_eq!(stats(&mut w).await.dropped, 1);
+    gw.stop().await;
+}
+
+/// Acks go out in batches, so a worker that dies on an event can leave a good event it
+/// handled just before unacked, and that one looks like the poison. On trial, alone, it is
+/// acked and cleared, and only the real poison event is dropped.
+#[tokio::test]
+async fn a_good_event_handled_just_before_the_poison_one_is_cleared_on_trial_not_dropped() {
+    let config = gateway::GatewayConfig {
+        max_redeliveries: 1,
+        ..test_config()
+    };
+    let gw = Gateway::start_with(config).await;
+    let mut w = manual(&gw).await;
+    let mut user = gw.telnet().await;
+    let mut other = gw.telnet().await;
+    let id = connected(&mut w).await;
+    let other_id = connected(&mut w).await;
+    user.send(b"good\npoison\n").await;
+    line_id(&mut w, id, "good").await;
+    line_id(&mut w, id, "poison").await;
+    // Handled "good", died on "poison" with the batch's ack not yet written.
+    drop(w);
+
+    let mut w = manual(&gw).await;
+    let good = line_id(&mut w, id, "good").await;
+    // On trial: nothing else is handed to any worker until "good" is acked.
+    other.send(b"meanwhile\n").await;
+    w.no_event(QUIET).await;
+    w.ack(good).await;
+    line_id(&mut w, id, "poison").await;
+    drop(w);
+
+    let mut w = manual(&gw).await;
+    line_id(&mut w, id, "poison").await;
+    w.no_event(QUIET).await;
+    drop(w);
+
+    let mut w = gw.worker().await;
+    assert_eq!(w.line(other_id).await, "meanwhile");
     w.no_event(QUIET).await;
     assert_eq!(stats(&mut w).await.dropped, 1);
     gw.stop().await;
