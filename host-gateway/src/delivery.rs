@@ -582,7 +582,12 @@ mod tests {
         d.link_up(c);
         d.drain_if_dirty();
         assert_eq!(next(&mut rx_c).map(|e| e.1), Some(line(1, "after")));
-        assert_eq!(d.counters.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            d.counters
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         assert_eq!((d.held(), d.suspects), (0, 0));
     }
 
