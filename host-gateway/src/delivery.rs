@@ -22,13 +22,15 @@
 //! - Poison: when a link closes, only its oldest unacked event is suspect. A worker handles
 //!   events in order, but its acks go out in batches, so the one it died on is that one or
 //!   one shortly behind it. A suspect is therefore redelivered on trial: alone, to a link
-//!   with nothing else in flight, which gets nothing more until it acks it. A worker that
-//!   dies then died on that very event. While a suspect waits for such a link no event is
-//!   handed out (a link empties within one round trip, since it gets nothing new), so a
-//!   trial costs a short pause after a crash and nothing on the way there. An event that
+//!   with nothing else in flight, which gets nothing more until it acks it. While a suspect
+//!   waits, one link (the one with the fewest events in flight) is reserved: it gets no new
+//!   event until it has emptied and taken the suspect; the other links go on. An event that
 //!   was the oldest unacked one of more than `max_redeliveries` closed links is logged with
-//!   its client and dropped (counted in `dropped`); a good event handled just before the
-//!   poison one is blamed once, acked on its trial, and never dropped with it.
+//!   its client and dropped (counted in `dropped`). A good event handled just before the
+//!   poison one is blamed once, acked on its trial and cleared. The trial isolates the event
+//!   on this gateway only: a worker linked to several gateways handles their events
+//!   together, and a worker killed for another reason blames whatever it was on, so a good
+//!   event can still be blamed more than once, just far less often than without trials.
 //! - Window: a link holds at most `max_in_flight` unacked events. Past that it gets no
 //!   more; its clients' events wait in the buffer (where new messages count against
 //!   `pending_events`) until acks free room.
@@ -166,12 +168,11 @@ impl Delivery {
             event: Arc::new(event),
             failures: 0,
         };
-        // Behind this client's held events, or it would overtake them; behind a suspect,
-        // which waits for a link to empty.
-        let held = if self.queued.contains_key(&client) || self.suspects > 0 {
+        // Behind this client's held events, or it would overtake them.
+        let held = if self.queued.contains_key(&client) {
             held
         } else {
-            match self.target(client, false) {
+            match self.target(client, false, self.reserved()) {
                 Some(i) => match self.hand(i, held) {
                     Ok(()) => return true,
                     Err(held) => held,
@@ -267,7 +268,8 @@ impl Delivery {
     /// Hands held events to workers: oldest first per client; a client whose event cannot
     /// go keeps the rest of its events behind it, other clients go on.
     pub(crate) fn drain(&mut self) {
-        if self.pending.is_empty() || !self.any_room() {
+        let mut reserved = self.reserved();
+        if self.pending.is_empty() || !self.any_room(reserved) {
             return;
         }
         let mut blocked = HashSet::new();
@@ -276,11 +278,14 @@ impl Delivery {
             let client = held.event.client();
             let suspect = held.is_suspect();
             if !blocked.contains(&client) {
-                if let Some(i) = self.target(client, suspect) {
+                if let Some(i) = self.target(client, suspect, reserved) {
                     match self.hand(i, held) {
                         Ok(()) => {
                             self.unqueue(client);
-                            self.suspects -= usize::from(suspect);
+                            if suspect {
+                                self.suspects -= 1;
+                                reserved = self.reserved();
+                            }
                             continue;
                         }
                         Err(back) => held = back,
@@ -289,11 +294,7 @@ impl Delivery {
                 blocked.insert(client);
             }
             kept.push_back(held);
-            if suspect {
-                // Nothing goes out until a link is empty for it.
-                kept.append(&mut self.pending);
-            }
-            if !self.any_room() {
+            if !self.any_room(reserved) {
                 kept.append(&mut self.pending);
             }
         }
@@ -302,9 +303,14 @@ impl Delivery {
 
     /// The link (index) that takes `client`'s next event now, if any: the one it is pinned
     /// to, else the sticky choice among links not leaving, else any of them that takes it.
-    fn target(&self, client: ClientId, suspect: bool) -> Option<usize> {
-        let takes = |l: &Link| l.takes(self.window, suspect);
+    /// Only a suspect goes to the `reserved` link.
+    fn target(&self, client: ClientId, suspect: bool, reserved: Option<u64>) -> Option<usize> {
+        let takes = |l: &Link| {
+            l.takes(self.window, suspect) && (suspect || reserved != Some(l.handle.link))
+        };
         if let Some(pin) = self.pins.get(&client) {
+            // A suspect is never pinned: its link closed, and it is its client's oldest event.
+            debug_assert!(!suspect, "a suspect pinned to a link");
             let i = self.links.iter().position(|l| l.handle.link == pin.link)?;
             return takes(&self.links[i]).then_some(i);
         }
@@ -320,9 +326,28 @@ impl Delivery {
         }
     }
 
-    /// Whether any link takes new events.
-    fn any_room(&self) -> bool {
-        self.links.iter().any(|l| l.takes(self.window, false))
+    /// While a suspect waits: the link kept free of new events until it can take it, the
+    /// one closest to empty (and not leaving).
+    fn reserved(&self) -> Option<u64> {
+        if self.suspects == 0 {
+            return None;
+        }
+        self.links
+            .iter()
+            .filter(|l| !l.leaving)
+            .min_by_key(|l| l.in_flight.len())
+            .map(|l| l.handle.link)
+    }
+
+    /// Whether any link takes an event now: a new one, or the suspect it is reserved for.
+    fn any_room(&self, reserved: Option<u64>) -> bool {
+        self.links.iter().any(|l| {
+            if reserved == Some(l.handle.link) {
+                l.takes(self.window, true)
+            } else {
+                l.takes(self.window, false)
+            }
+        })
     }
 
     /// Queues `held` on link `i` and records it in flight; gives it back if the link's
@@ -558,6 +583,36 @@ mod tests {
         assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(3, "newer")));
         assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(5, "still newer")));
         assert_eq!(d.held(), 0);
+    }
+
+    #[test]
+    fn while_a_suspect_waits_only_the_link_closest_to_empty_is_kept_free_for_it() {
+        let mut d = delivery(10, 10);
+        let (a, mut rx_a) = link(1);
+        let (b, mut rx_b) = link(2);
+        let (c, _rx_c) = link(3);
+        d.link_up(a);
+        d.link_up(b);
+        d.link_up(c);
+        // With three links, conn 3 sticks to link 1, conn 1 to link 2, conn 2 to link 3.
+        assert!(d.emit(line(3, "x"), true));
+        assert!(d.emit(line(1, "y1"), true));
+        assert!(d.emit(line(1, "y2"), true));
+        assert!(d.emit(line(2, "suspect"), true));
+        assert!(d.link_down(3));
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(3, "x")));
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(1, "y1")));
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(1, "y2")));
+        // Link 1 has the fewest in flight: reserved. Conn 4 would stick to it (4 % 2 == 0),
+        // and goes to link 2 instead.
+        assert!(d.emit(line(4, "new"), true));
+        assert_eq!(next(&mut rx_b).map(|e| e.1), Some(line(4, "new")));
+        assert_eq!(next(&mut rx_a), None);
+        d.ack(1, 1);
+        d.drain_if_dirty();
+        assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(2, "suspect")));
+        assert_eq!((d.held(), d.suspects), (0, 0));
     }
 
     #[test]

@@ -197,8 +197,8 @@ async fn a_good_event_handled_just_before_the_poison_one_is_cleared_on_trial_not
     let gw = Gateway::start_with(config).await;
     let mut w = manual(&gw).await;
     let mut user = gw.telnet().await;
-    let mut other = gw.telnet().await;
     let id = connected(&mut w).await;
+    let mut other = gw.telnet().await;
     let other_id = connected(&mut w).await;
     user.send(b"good\npoison\n").await;
     line_id(&mut w, id, "good").await;
@@ -208,7 +208,7 @@ async fn a_good_event_handled_just_before_the_poison_one_is_cleared_on_trial_not
 
     let mut w = manual(&gw).await;
     let good = line_id(&mut w, id, "good").await;
-    // On trial: nothing else is handed to any worker until "good" is acked.
+    // On trial: the only worker gets nothing else until it acks "good".
     other.send(b"meanwhile\n").await;
     w.no_event(QUIET).await;
     w.ack(good).await;
