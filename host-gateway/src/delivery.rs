@@ -109,7 +109,7 @@ pub(crate) struct Delivery {
     /// How many of `pending` each client has, so a new event knows whether to queue behind.
     queued: HashMap<ClientId, usize>,
     pins: HashMap<ClientId, Pin>,
-    /// Suspects in `pending`: while there is one, nothing else is handed out.
+    /// Suspects in `pending`: while there is one, a link is kept free for it (`reserved`).
     suspects: usize,
     pending_cap: usize,
     window: usize,
@@ -566,7 +566,8 @@ mod tests {
         assert_eq!(next(&mut rx_a).map(|e| e.1), Some(line(2, "busy")));
         assert!(d.link_down(2));
         d.drain_if_dirty();
-        // Link 1 has an event in flight: the suspect waits, and so does everything newer.
+        // Link 1, the only one, has an event in flight: the suspect waits, and link 1 is
+        // reserved for it, so everything newer waits too.
         assert_eq!(next(&mut rx_a), None);
         assert!(d.emit(line(3, "newer"), true));
         assert_eq!(next(&mut rx_a), None);
