@@ -341,13 +341,9 @@ impl Delivery {
 
     /// Whether any link takes an event now: a new one, or the suspect it is reserved for.
     fn any_room(&self, reserved: Option<u64>) -> bool {
-        self.links.iter().any(|l| {
-            if reserved == Some(l.handle.link) {
-                l.takes(self.window, true)
-            } else {
-                l.takes(self.window, false)
-            }
-        })
+        self.links
+            .iter()
+            .any(|l| l.takes(self.window, reserved == Some(l.handle.link)))
     }
 
     /// Queues `held` on link `i` and records it in flight; gives it back if the link's
