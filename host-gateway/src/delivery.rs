@@ -38,7 +38,7 @@
 //! Events live in this gateway's memory only: a gateway that stops takes its connections
 //! and their unacked events with it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use protocol::link::{ClientId, Event, Inbound};
@@ -68,8 +68,8 @@ struct Link {
     handle: WorkerHandle,
     /// Id of the next event on this link; ids start at 1 and increase per link.
     next_id: u64,
-    /// Handed to the link and not acked, by id (so oldest first).
-    in_flight: BTreeMap<u64, Held>,
+    /// Handed to the link and not acked, oldest first (ids increase: an ack pops a prefix).
+    in_flight: VecDeque<(u64, Held)>,
     /// The worker sent `Leaving`: no new events.
     leaving: bool,
 }
@@ -86,7 +86,7 @@ impl Link {
         }
         let on_trial = self
             .in_flight
-            .first_key_value()
+            .front()
             .is_some_and(|(_, held)| held.is_suspect());
         !on_trial && self.in_flight.len() < window
     }
@@ -97,6 +97,16 @@ impl Link {
 struct Pin {
     link: u64,
     unacked: usize,
+}
+
+/// One of `client`'s events was acked: its pin goes with its last unacked event.
+fn unpin(pins: &mut HashMap<ClientId, Pin>, client: ClientId) {
+    if let Some(pin) = pins.get_mut(&client) {
+        pin.unacked -= 1;
+        if pin.unacked == 0 {
+            pins.remove(&client);
+        }
+    }
 }
 
 /// The delivery state. See the module comment for the guarantee.
@@ -192,7 +202,7 @@ impl Delivery {
         self.links.push(Link {
             handle,
             next_id: 1,
-            in_flight: BTreeMap::new(),
+            in_flight: VecDeque::new(),
             leaving: false,
         });
         self.dirty = true;
@@ -203,14 +213,13 @@ impl Delivery {
         let Some(l) = self.links.iter_mut().find(|l| l.handle.link == link) else {
             return;
         };
-        let newer = l.in_flight.split_off(&id.saturating_add(1));
-        let handled = std::mem::replace(&mut l.in_flight, newer);
-        if handled.is_empty() {
+        let handled = l.in_flight.partition_point(|(event, _)| *event <= id);
+        if handled == 0 {
             tracing::debug!(link, event = id, "ack for no unacked event ignored");
             return;
         }
-        for held in handled.into_values() {
-            self.unpin(held.event.client());
+        for (_, held) in l.in_flight.drain(..handled) {
+            unpin(&mut self.pins, held.event.client());
         }
         self.dirty = true;
     }
@@ -360,7 +369,7 @@ impl Delivery {
         }
         link.next_id += 1;
         let client = held.event.client();
-        link.in_flight.insert(id, held);
+        link.in_flight.push_back((id, held));
         let pin = self.pins.entry(client).or_insert(Pin {
             link: link.handle.link,
             unacked: 0,
@@ -380,15 +389,6 @@ impl Delivery {
             *n -= 1;
             if *n == 0 {
                 self.queued.remove(&client);
-            }
-        }
-    }
-
-    fn unpin(&mut self, client: ClientId) {
-        if let Some(pin) = self.pins.get_mut(&client) {
-            pin.unacked -= 1;
-            if pin.unacked == 0 {
-                self.pins.remove(&client);
             }
         }
     }

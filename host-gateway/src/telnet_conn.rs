@@ -327,6 +327,8 @@ fn write_queue<'a>(
 /// Appends one item's bytes; returns `true` if the connection must close after them.
 fn push(buf: &mut Vec<u8>, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
     let mut line = |text: &str| {
+        // Room for the terminator too: one allocation for a line into an empty buffer.
+        buf.reserve(text.len() + 2);
         buf.extend_from_slice(text.as_bytes());
         buf.extend_from_slice(b"\r\n");
         bump(&counters.messages_out);

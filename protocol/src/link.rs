@@ -126,6 +126,7 @@ pub enum Event {
         client: ClientId,
         /// The sender's session as the gateway holds it (shared with the gateway's copy:
         /// an event costs no copy of it; on the wire it is the map itself).
+        #[serde(with = "shared_session")]
         session: Arc<Session>,
         /// What it sent.
         body: Inbound,
@@ -137,8 +138,27 @@ pub enum Event {
         /// Its uid while it was open, if bound.
         uid: Option<String>,
         /// Its last session.
+        #[serde(with = "shared_session")]
         session: Arc<Session>,
     },
+}
+
+/// A session shared by reference: on the wire the map itself; decoded straight into its
+/// `Arc` (serde's own `Arc` support decodes into a `Box` first, one allocation more on
+/// every event).
+mod shared_session {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        session: &Arc<Session>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        Session::serialize(session, s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Session>, D::Error> {
+        Session::deserialize(d).map(Arc::new)
+    }
 }
 
 impl Event {

@@ -165,18 +165,19 @@ async fn handle<H: Handler>(
     let Delivery {
         gateway: from,
         id,
-        mut event,
+        event,
         ack,
         outstanding: _outstanding,
     } = delivery;
     let client = event.client();
     let span = tracing::info_span!("event", gateway = from, event = id, client = %client);
     async {
-        // The handler reads the session from the cache, never from the event: move it there.
-        let (session, closed) = match &mut event {
+        // The handler reads the session from the cache, never from the event. A shared
+        // reference, not a move: taking it out would leave a new empty map behind.
+        let (session, closed) = match &event {
             Event::Connect { .. } => (Arc::new(Session::new()), false),
-            Event::Message { session, .. } => (std::mem::take(session), false),
-            Event::Close { session, .. } => (std::mem::take(session), true),
+            Event::Message { session, .. } => (Arc::clone(session), false),
+            Event::Close { session, .. } => (Arc::clone(session), true),
         };
         gateway.sessions().begin(client, session);
         let cx = Context::new(gateway.clone(), Arc::clone(store), client);

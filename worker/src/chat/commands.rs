@@ -129,12 +129,14 @@ pub fn left(nick: &str, uid: &str) -> String {
 
 /// A line said to everyone.
 pub fn said(nick: &str, uid: &str, text: &str) -> String {
-    format!("{nick} ({uid}): {text}")
+    // One allocation of the exact size, as in `whispered`.
+    [nick, " (", uid, "): ", text].concat()
 }
 
 /// A private line, as its recipient sees it.
 pub fn whispered(nick: &str, uid: &str, text: &str) -> String {
-    format!("{nick} ({uid}) -> you: {text}")
+    // One allocation of the exact size; `format!` grows its buffer two or three times.
+    [nick, " (", uid, ") -> you: ", text].concat()
 }
 
 /// The recipient does not exist (or is a user who left).

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use protocol::link::{ClientId, Command, Outbound, Reply, RouteChange, Session, WorkerToGateway};
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session::SessionCache;
@@ -69,6 +70,10 @@ pub(crate) struct LinkTx {
     pub(crate) serial: u64,
     pub(crate) tx: mpsc::Sender<WorkerToGateway>,
 }
+
+/// Links a command goes out on; inline for the usual one or two, so sending allocates no
+/// list.
+type Links = SmallVec<[(u16, LinkTx); 2]>;
 
 struct Pending {
     serial: u64,
@@ -190,11 +195,15 @@ impl Gateway {
 
     /// Ids of the gateways linked right now.
     pub fn linked_gateways(&self) -> Vec<u16> {
+        self.linked().to_vec()
+    }
+
+    fn linked(&self) -> SmallVec<[u16; 4]> {
         let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
         links.keys().copied().collect()
     }
 
-    fn links(&self) -> Vec<(u16, LinkTx)> {
+    fn links(&self) -> Links {
         let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
         links.iter().map(|(id, link)| (*id, link.clone())).collect()
     }
@@ -234,7 +243,7 @@ impl Gateway {
                 let links = {
                     let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
                     ids.iter()
-                        .filter_map(|id| Some((*id, links.get(id)?.clone())))
+                        .filter_map(|id| Some((id, links.get(&id)?.clone())))
                         .collect()
                 };
                 self.command_each(links, command).await
@@ -247,7 +256,7 @@ impl Gateway {
         if !self.inner.targeted {
             return Targets::All;
         }
-        let linked = self.linked_gateways();
+        let linked = self.linked();
         lock(&self.inner.routes).for_uids(uids, &linked)
     }
 
@@ -256,7 +265,7 @@ impl Gateway {
         if !self.inner.targeted {
             return Targets::All;
         }
-        let linked = self.linked_gateways();
+        let linked = self.linked();
         lock(&self.inner.routes).for_groups(groups, &linked)
     }
 
@@ -276,11 +285,7 @@ impl Gateway {
     }
 
     /// Sends to each of `links`; tries them all and reports the first failure.
-    async fn command_each(
-        &self,
-        links: Vec<(u16, LinkTx)>,
-        command: Command,
-    ) -> Result<(), GatewayError> {
+    async fn command_each(&self, links: Links, command: Command) -> Result<(), GatewayError> {
         let mut result = Ok(());
         let last = links.len().saturating_sub(1);
         let mut command = Some(command);

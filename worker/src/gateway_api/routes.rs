@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use protocol::link::RouteChange;
+use smallvec::SmallVec;
 
 /// Where a uid or group command should go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,40 @@ pub(crate) enum Targets {
     /// Every linked gateway.
     All,
     /// These gateways (maybe none).
-    Some(BTreeSet<u16>),
+    Some(GatewaySet),
+}
+
+/// Gateway ids, sorted, each once. A command goes to one gateway or a handful, so up to
+/// four are kept inline: routing a message allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct GatewaySet(SmallVec<[u16; 4]>);
+
+impl GatewaySet {
+    pub(crate) fn insert(&mut self, gateway: u16) {
+        if let Err(at) = self.0.binary_search(&gateway) {
+            self.0.insert(at, gateway);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Extend<u16> for GatewaySet {
+    fn extend<I: IntoIterator<Item = u16>>(&mut self, gateways: I) {
+        gateways
+            .into_iter()
+            .for_each(|gateway| self.insert(gateway));
+    }
+}
+
+impl FromIterator<u16> for GatewaySet {
+    fn from_iter<I: IntoIterator<Item = u16>>(gateways: I) -> GatewaySet {
+        let mut set = GatewaySet::default();
+        set.extend(gateways);
+        set
+    }
 }
 
 /// The table; one per worker, behind the gateway API's lock.
@@ -110,7 +144,7 @@ impl Routes {
         let mut targets = self.unsynced(linked);
         for uid in uids {
             match self.uids.get(uid) {
-                Some(holders) => targets.extend(holders),
+                Some(holders) => targets.extend(holders.iter().copied()),
                 None => return Targets::All,
             }
         }
@@ -127,14 +161,14 @@ impl Routes {
         for group in groups {
             for map in [&self.groups, &self.joins] {
                 if let Some(holders) = map.get(group) {
-                    targets.extend(holders);
+                    targets.extend(holders.iter().copied());
                 }
             }
         }
         Targets::Some(targets)
     }
 
-    fn unsynced(&self, linked: &[u16]) -> BTreeSet<u16> {
+    fn unsynced(&self, linked: &[u16]) -> GatewaySet {
         linked
             .iter()
             .copied()
@@ -150,6 +184,12 @@ mod tests {
 
     fn set(ids: &[u16]) -> Targets {
         Targets::Some(ids.iter().copied().collect())
+    }
+
+    #[test]
+    fn a_gateway_set_is_sorted_and_holds_each_id_once_past_its_inline_room() {
+        let set: GatewaySet = [7, 3, 7, 1, 9, 3, 2, 1].into_iter().collect();
+        assert_eq!(set.iter().collect::<Vec<_>>(), [1, 2, 3, 7, 9]);
     }
 
     #[test]
