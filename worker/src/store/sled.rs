@@ -8,9 +8,14 @@
 //! block with sled's merge): sled splits a leaf every 16 keys and copies it on every insert,
 //! so a key per user made the user record most of a login's cost. Records written before
 //! (one key per user, tree `users`) are still read.
+//!
+//! History is a ring of [`MAX_HISTORY`] keys, each new line overwriting the oldest in place:
+//! appending under ever-growing keys and trimming the oldest cost about 6 µs a line (the
+//! same leaf copying), an overwrite about 0.3. Lines kept in the layout before (tree
+//! `history`, one key per line) move into the ring when the store opens.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
@@ -47,9 +52,10 @@ pub struct SledStore {
     users: Tree,
     devices: Tree,
     offline: Tree,
+    /// `seq % MAX_HISTORY` -> `seq` (8 bytes, big-endian), then the line.
     history: Tree,
-    /// Entries in `history`; sled's `len()` walks the whole tree, this does not.
-    history_len: AtomicUsize,
+    /// The next line's `seq`: one past the newest in the ring.
+    next_history: AtomicU64,
     /// The reserved uids not handed out yet.
     uids: Mutex<UidBlock>,
 }
@@ -88,7 +94,8 @@ impl SledStore {
                 Err(other) => return Err(StoreError::Db(other)),
             }
         };
-        let history = db.open_tree("history")?;
+        let history = db.open_tree("history_ring")?;
+        let next_history = AtomicU64::new(move_old_history(&db, &history)?);
         let user_blocks = db.open_tree("user_blocks")?;
         user_blocks.set_merge_operator(append_user);
         Ok(SledStore {
@@ -96,12 +103,58 @@ impl SledStore {
             users: db.open_tree("users")?,
             devices: db.open_tree("devices")?,
             offline: db.open_tree("offline")?,
-            history_len: AtomicUsize::new(history.len()),
+            next_history,
             history,
             db,
             uids: Mutex::new(UidBlock::default()),
         })
     }
+}
+
+/// The ring key of history line `seq`.
+fn history_slot(seq: u64) -> [u8; 2] {
+    // MAX_HISTORY fits 16 bits (a compile-time check below), so the slot does too.
+    ((seq % MAX_HISTORY as u64) as u16).to_be_bytes()
+}
+const _: () = assert!(MAX_HISTORY <= 1 << 16);
+
+fn history_value(seq: u64, entry: &HistoryEntry) -> Result<Vec<u8>, StoreError> {
+    let value = seq.to_be_bytes().to_vec();
+    Ok(postcard::to_extend(entry, value)?)
+}
+
+/// The ring's lines as `(seq, encoded line)`, oldest first.
+fn ring_lines(ring: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
+    let mut lines = Vec::with_capacity(MAX_HISTORY);
+    for item in ring.iter() {
+        let (_, value) = item?;
+        let Some((seq, _)) = value.split_first_chunk::<8>() else {
+            // Shorter than its sequence number: damaged, like a record that does not decode.
+            return Err(postcard::Error::DeserializeUnexpectedEnd.into());
+        };
+        lines.push((u64::from_be_bytes(*seq), value.subslice(8, value.len() - 8)));
+    }
+    lines.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(lines)
+}
+
+/// Moves the lines of the layout before the ring (tree `history`, key = seq) into `ring`,
+/// then drops that tree; returns the `seq` of the next line.
+fn move_old_history(db: &Db, ring: &Tree) -> Result<u64, StoreError> {
+    let mut next = ring_lines(ring)?.last().map_or(0, |(seq, _)| seq + 1);
+    if !db.tree_names().iter().any(|name| name == b"history") {
+        return Ok(next);
+    }
+    let old = db.open_tree("history")?;
+    let len = old.len();
+    for item in old.iter().skip(len.saturating_sub(MAX_HISTORY)) {
+        let entry: HistoryEntry = decode(&item?.1)?;
+        ring.insert(history_slot(next), history_value(next, &entry)?)?;
+        next += 1;
+    }
+    drop(old);
+    db.drop_tree("history")?;
+    Ok(next)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -370,28 +423,16 @@ impl Store for SledStore {
     }
 
     fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
-        let seq = self.db.generate_id()?;
-        self.history.insert(seq.to_be_bytes(), encode(entry)?)?;
-        let mut len = self.history_len.fetch_add(1, Ordering::Relaxed) + 1;
-        while len > MAX_HISTORY {
-            if self.history.pop_min()?.is_none() {
-                break;
-            }
-            len = self.history_len.fetch_sub(1, Ordering::Relaxed) - 1;
-        }
+        let seq = self.next_history.fetch_add(1, Ordering::Relaxed);
+        self.history
+            .insert(history_slot(seq), history_value(seq, entry)?)?;
         Ok(())
     }
 
     fn recent_history(&self, n: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut entries = self
-            .history
-            .iter()
-            .rev()
-            .take(n)
-            .map(|item| decode(&item?.1))
-            .collect::<Result<Vec<_>, _>>()?;
-        entries.reverse();
-        Ok(entries)
+        let mut lines = ring_lines(&self.history)?;
+        lines.drain(..lines.len().saturating_sub(n));
+        lines.into_iter().map(|(_, line)| decode(&line)).collect()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -570,6 +611,78 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    }
+
+    fn line(n: usize) -> HistoryEntry {
+        HistoryEntry {
+            at: n as u64,
+            uid: "1".into(),
+            nick: "a".into(),
+            text: n.to_string(),
+        }
+    }
+
+    fn texts(lines: Vec<HistoryEntry>) -> Vec<String> {
+        lines.into_iter().map(|line| line.text).collect()
+    }
+
+    #[test]
+    fn history_goes_on_in_order_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for n in 0..MAX_HISTORY + 3 {
+                store.append_history(&line(n)).unwrap();
+            }
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        for n in MAX_HISTORY + 3..MAX_HISTORY + 5 {
+            store.append_history(&line(n)).unwrap();
+        }
+        let all = store.recent_history(usize::MAX).unwrap();
+        assert_eq!(all.len(), MAX_HISTORY);
+        assert_eq!(all[0].text, "5", "the oldest went, not a recent one");
+        let last = (MAX_HISTORY + 2..MAX_HISTORY + 5).map(|n| n.to_string());
+        assert_eq!(
+            texts(store.recent_history(3).unwrap()),
+            last.collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn history_in_the_layout_before_the_ring_moves_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("history").unwrap();
+            for n in 0..3 {
+                let seq = 1_000_000 + n as u64; // sled's generate_id, after a restart
+                old.insert(seq.to_be_bytes(), encode(&line(n)).unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_history(&line(3)).unwrap();
+        assert_eq!(
+            texts(store.recent_history(10).unwrap()),
+            ["0", "1", "2", "3"]
+        );
+        assert!(!store.db.tree_names().iter().any(|name| name == b"history"));
+    }
+
+    #[test]
+    fn a_damaged_history_line_is_an_error_not_a_panic() {
+        let (_dir, store) = open();
+        store.append_history(&line(0)).unwrap();
+        store
+            .history
+            .insert(history_slot(1), &[1u8, 2][..])
+            .unwrap();
+        assert!(matches!(
+            store.recent_history(10),
+            Err(StoreError::Codec(_))
+        ));
     }
 
     #[test]
