@@ -12,6 +12,33 @@ use crate::registry::Client;
 use crate::router::{accepts, Router};
 use crate::stats::bump;
 
+/// Connections a send skips: almost always none or one (the speaker), so a short list is
+/// scanned (hashing every recipient's id cost more than the send), a long one hashed once.
+enum Exclude {
+    Few(Vec<ClientId>),
+    Many(HashSet<ClientId>),
+}
+
+impl Exclude {
+    /// Lists longer than this are hashed.
+    const SCAN: usize = 8;
+
+    fn new(ids: Vec<ClientId>) -> Exclude {
+        if ids.len() <= Self::SCAN {
+            Exclude::Few(ids)
+        } else {
+            Exclude::Many(ids.into_iter().collect())
+        }
+    }
+
+    fn contains(&self, id: &ClientId) -> bool {
+        match self {
+            Exclude::Few(ids) => ids.contains(id),
+            Exclude::Many(ids) => ids.contains(id),
+        }
+    }
+}
+
 impl Router {
     /// Executes one command from worker link `link`.
     pub(crate) fn execute(&mut self, link: u64, command: Command) {
@@ -21,7 +48,7 @@ impl Router {
             }
             Command::SendToAll { body, exclude } => {
                 let body = Arc::new(body);
-                let exclude: HashSet<ClientId> = exclude.into_iter().collect();
+                let exclude = Exclude::new(exclude);
                 for (id, client) in self.registry.iter() {
                     if !exclude.contains(id) {
                         self.offer_body(*id, client, &body);
@@ -50,7 +77,7 @@ impl Router {
                 exclude,
             } => {
                 let body = Arc::new(body);
-                let exclude: HashSet<ClientId> = exclude.into_iter().collect();
+                let exclude = Exclude::new(exclude);
                 if let [group] = groups.as_slice() {
                     // The usual case (a chat line to one room): walk the index itself
                     // rather than copying every member into a set first.
@@ -194,4 +221,25 @@ fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut names: Vec<String> = names.cloned().collect();
     names.sort_unstable();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exclude_list_skips_the_same_ids_scanned_or_hashed() {
+        for len in [0, 1, Exclude::SCAN, Exclude::SCAN + 1, 100] {
+            let ids: Vec<ClientId> = (0..len as u64).map(|n| ClientId::new(1, n * 2)).collect();
+            let exclude = Exclude::new(ids);
+            assert_eq!(matches!(exclude, Exclude::Many(_)), len > Exclude::SCAN);
+            for n in 0..len as u64 * 2 {
+                assert_eq!(
+                    exclude.contains(&ClientId::new(1, n)),
+                    n % 2 == 0,
+                    "{len}: {n}"
+                );
+            }
+        }
+    }
 }

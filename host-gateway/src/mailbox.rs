@@ -219,6 +219,19 @@ impl<T, S> Receiver<T, S> {
         self.shared.lock().items.is_empty()
     }
 
+    /// Hands the waiting items to `take`, oldest first, under one lock (not one per item)
+    /// until none is left or `take` returns `false`; the rest stay queued. `take` runs
+    /// while senders wait for the lock: keep it short (copying an item into a buffer).
+    pub fn try_recv_while(&mut self, mut take: impl FnMut(T) -> bool) {
+        let mut queue = self.shared.lock();
+        while let Some(item) = queue.items.pop_front() {
+            if !take(item) {
+                break;
+            }
+        }
+        shrink_if_drained(&mut queue.items);
+    }
+
     /// The next item if one waits.
     pub fn try_recv(&mut self) -> Option<T> {
         let mut queue = self.shared.lock();
@@ -246,6 +259,27 @@ impl<T, S> Drop for Receiver<T, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_read_stops_where_the_reader_says_and_leaves_the_rest_queued() {
+        let (tx, mut rx) = mailbox(8, ());
+        for n in 0..5 {
+            tx.try_send(n).unwrap();
+        }
+        let mut got = Vec::new();
+        rx.try_recv_while(|n| {
+            got.push(n);
+            n < 2
+        });
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(rx.try_recv(), Some(3));
+        rx.try_recv_while(|n| {
+            got.push(n);
+            true
+        });
+        assert_eq!(got, [0, 1, 2, 4]);
+        assert!(rx.is_empty());
+    }
 
     #[tokio::test]
     async fn bounded_in_order_and_closes_when_the_senders_go() {

@@ -24,7 +24,7 @@ use crate::mailbox::Recv;
 /// The connection's own way into its queue and status.
 type Sender = crate::mailbox::Sender<Outgoing, Status>;
 use crate::server::Context;
-use crate::stats::{bump, Counters};
+use crate::stats::{add, bump, Counters};
 use crate::telnet::{TelnetDecoder, TelnetItem};
 
 /// How long the last line (`! disconnected: ...`) may take before the socket is cut.
@@ -300,15 +300,16 @@ fn write_queue<'a>(
                 Recv::Closed => return End::ClosedByWorker,
             };
             buf.clear();
-            let mut item = Some(first);
-            let mut close = false;
-            while let Some(next) = item.take() {
-                close = push(&mut buf, next, id, counters);
-                if close || buf.len() >= WRITE_BATCH {
-                    break;
-                }
-                item = rx.try_recv();
+            let mut lines = 0;
+            let mut close = push(&mut buf, first, id, counters, &mut lines);
+            if !close && buf.len() < WRITE_BATCH {
+                // The rest of what waits, under one lock of the queue.
+                rx.try_recv_while(|next| {
+                    close = push(&mut buf, next, id, counters, &mut lines);
+                    !close && buf.len() < WRITE_BATCH
+                });
             }
+            add(&counters.messages_out, lines);
             if let Err(end) = write_all(stream, &buf, Some(rx)).await {
                 return end;
             }
@@ -324,14 +325,21 @@ fn write_queue<'a>(
     }
 }
 
-/// Appends one item's bytes; returns `true` if the connection must close after them.
-fn push(buf: &mut Vec<u8>, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
+/// Appends one item's bytes, counting the lines in `lines`; returns `true` if the
+/// connection must close after them.
+fn push(
+    buf: &mut Vec<u8>,
+    item: Outgoing,
+    id: ClientId,
+    counters: &Counters,
+    lines: &mut u64,
+) -> bool {
     let mut line = |text: &str| {
         // Room for the terminator too: one allocation for a line into an empty buffer.
         buf.reserve(text.len() + 2);
         buf.extend_from_slice(text.as_bytes());
         buf.extend_from_slice(b"\r\n");
-        bump(&counters.messages_out);
+        *lines += 1;
     };
     match item {
         Outgoing::Send(body) => match &*body {
