@@ -109,9 +109,13 @@ struct Cli {
     /// Address to listen on; port 0 picks a free one. Prints `listening on ADDR` to stderr.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Tokio worker threads. Default: one per CPU.
-    #[arg(long, value_name = "N")]
-    threads: Option<NonZeroUsize>,
+    /// Tokio worker threads. Default: one, like each Switchboard process. On the 2-core
+    /// benchmark machine, with the load generator on the same cores, one thread was the
+    /// reference's best in every scenario but connects: 7.2-8.4 against 9.0-9.8 µs per
+    /// private message at 10k/s, 3.8M against 3.0-3.1M broadcast deliveries/s past
+    /// saturation, the same private saturation (381-419k msg/s), 5% fewer connects/s.
+    #[arg(long, value_name = "N", default_value = "1")]
+    threads: NonZeroUsize,
     /// More logging: -v debug, -vv trace. RUST_LOG overrides.
     #[arg(short, action = ArgAction::Count)]
     verbose: u8,
@@ -132,10 +136,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    let threads = cli
-        .threads
-        .or_else(|| std::thread::available_parallelism().ok())
-        .map_or(1, NonZeroUsize::get);
+    let threads = cli.threads.get();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
