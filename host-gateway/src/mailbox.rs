@@ -60,7 +60,9 @@ struct Queue<T> {
 
 impl<T, S> Shared<T, S> {
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
-        // Every critical section is one VecDeque operation: a panic cannot leave it torn.
+        // Every item leaves the VecDeque in one operation before anything else runs (also
+        // in `try_recv_while`, whose callback gets it already popped): a panic cannot
+        // leave the queue torn.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -221,7 +223,8 @@ impl<T, S> Receiver<T, S> {
 
     /// Hands the waiting items to `take`, oldest first, under one lock (not one per item)
     /// until none is left or `take` returns `false`; the rest stay queued. `take` runs
-    /// while senders wait for the lock: keep it short (copying an item into a buffer).
+    /// while senders wait for the lock, so it should only copy (the telnet writer copies up
+    /// to its 64 KiB write batch; with one runtime thread, the default, nobody waits).
     pub fn try_recv_while(&mut self, mut take: impl FnMut(T) -> bool) {
         let mut queue = self.shared.lock();
         while let Some(item) = queue.items.pop_front() {

@@ -123,14 +123,22 @@ fn history_value(seq: u64, entry: &HistoryEntry) -> Result<Vec<u8>, StoreError> 
     Ok(postcard::to_extend(entry, value)?)
 }
 
-/// The ring's lines as `(seq, encoded line)`, oldest first.
+/// Marks a ring the old layout's lines were moved into, until the old tree is dropped:
+/// an open cut short between the two does not move them twice. Not a slot (3 bytes).
+const HISTORY_MOVED_KEY: &[u8] = b"old";
+
+/// The ring's lines as `(seq, encoded line)`, oldest first. A value too short to hold its
+/// sequence number is damaged: skipped with a warning (history is not worth failing for).
 fn ring_lines(ring: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
     let mut lines = Vec::with_capacity(MAX_HISTORY);
     for item in ring.iter() {
-        let (_, value) = item?;
+        let (key, value) = item?;
+        if key.len() != 2 {
+            continue; // HISTORY_MOVED_KEY
+        }
         let Some((seq, _)) = value.split_first_chunk::<8>() else {
-            // Shorter than its sequence number: damaged, like a record that does not decode.
-            return Err(postcard::Error::DeserializeUnexpectedEnd.into());
+            tracing::warn!(slot = ?&key[..], "damaged history line skipped");
+            continue;
         };
         lines.push((u64::from_be_bytes(*seq), value.subslice(8, value.len() - 8)));
     }
@@ -138,23 +146,41 @@ fn ring_lines(ring: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
     Ok(lines)
 }
 
-/// Moves the lines of the layout before the ring (tree `history`, key = seq) into `ring`,
-/// then drops that tree; returns the `seq` of the next line.
+/// Moves the lines of the layout before the ring (tree `history`, key = seq) into `ring`
+/// in one batch, then drops that tree; returns the `seq` of the next line. Lines that do not
+/// decode are skipped with a warning.
 fn move_old_history(db: &Db, ring: &Tree) -> Result<u64, StoreError> {
-    let mut next = ring_lines(ring)?.last().map_or(0, |(seq, _)| seq + 1);
+    let next_after = |ring: &Tree| -> Result<u64, StoreError> {
+        Ok(ring_lines(ring)?
+            .last()
+            .map_or(0, |(seq, _)| seq.saturating_add(1)))
+    };
     if !db.tree_names().iter().any(|name| name == b"history") {
-        return Ok(next);
+        return next_after(ring);
     }
-    let old = db.open_tree("history")?;
-    let len = old.len();
-    for item in old.iter().skip(len.saturating_sub(MAX_HISTORY)) {
-        let entry: HistoryEntry = decode(&item?.1)?;
-        ring.insert(history_slot(next), history_value(next, &entry)?)?;
-        next += 1;
+    if ring.get(HISTORY_MOVED_KEY)?.is_none() {
+        let old = db.open_tree("history")?;
+        let mut next = next_after(ring)?;
+        let mut batch = sled::Batch::default();
+        for item in old.iter().skip(old.len().saturating_sub(MAX_HISTORY)) {
+            let (key, value) = item?;
+            match decode::<HistoryEntry>(&value) {
+                Ok(entry) => {
+                    batch.insert(&history_slot(next), history_value(next, &entry)?);
+                    next += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(key = ?&key[..], cause = %err, "damaged history line not moved")
+                }
+            }
+        }
+        batch.insert(HISTORY_MOVED_KEY, &[][..]);
+        ring.apply_batch(batch)?;
+        ring.flush()?;
     }
-    drop(old);
     db.drop_tree("history")?;
-    Ok(next)
+    ring.remove(HISTORY_MOVED_KEY)?;
+    next_after(ring)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -672,17 +698,58 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_history_line_is_an_error_not_a_panic() {
-        let (_dir, store) = open();
-        store.append_history(&line(0)).unwrap();
+    fn damaged_history_lines_never_keep_the_store_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("history").unwrap();
+            old.insert(1u64.to_be_bytes(), encode(&line(0)).unwrap())
+                .unwrap();
+            old.insert(2u64.to_be_bytes(), &[0xff, 0xff][..]).unwrap();
+            let ring = db.open_tree("history_ring").unwrap();
+            // Too short to hold its sequence number.
+            ring.insert(history_slot(999), &[1u8, 2][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_history(&line(1)).unwrap();
+        assert_eq!(texts(store.recent_history(10).unwrap()), ["0", "1"]);
+        // A line whose sequence number reads but whose text does not decode is an error
+        // for the reader, not a panic.
         store
             .history
-            .insert(history_slot(1), &[1u8, 2][..])
+            .insert(history_slot(7), &[0, 0, 0, 0, 0, 0, 0, 9, 0xff][..])
             .unwrap();
         assert!(matches!(
             store.recent_history(10),
             Err(StoreError::Codec(_))
         ));
+    }
+
+    #[test]
+    fn an_open_cut_short_after_moving_the_old_history_does_not_move_it_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("history").unwrap();
+            let ring = db.open_tree("history_ring").unwrap();
+            for n in 0..2 {
+                old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
+                    .unwrap();
+                ring.insert(
+                    history_slot(n as u64),
+                    history_value(n as u64, &line(n)).unwrap(),
+                )
+                .unwrap();
+            }
+            // Moved and marked, then the process died before dropping the old tree.
+            ring.insert(HISTORY_MOVED_KEY, &[][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_history(&line(2)).unwrap();
+        assert_eq!(texts(store.recent_history(10).unwrap()), ["0", "1", "2"]);
+        assert!(store.history.get(HISTORY_MOVED_KEY).unwrap().is_none());
     }
 
     #[test]
