@@ -160,10 +160,16 @@ fn move_old_history(db: &Db, ring: &Tree) -> Result<u64, StoreError> {
     }
     if ring.get(HISTORY_MOVED_KEY)?.is_none() {
         let old = db.open_tree("history")?;
+        // The newest MAX_HISTORY, read once from the end (`len` would walk the whole tree).
+        let mut kept = old
+            .iter()
+            .rev()
+            .take(MAX_HISTORY)
+            .collect::<Result<Vec<_>, _>>()?;
+        kept.reverse();
         let mut next = next_after(ring)?;
         let mut batch = sled::Batch::default();
-        for item in old.iter().skip(old.len().saturating_sub(MAX_HISTORY)) {
-            let (key, value) = item?;
+        for (key, value) in kept {
             match decode::<HistoryEntry>(&value) {
                 Ok(entry) => {
                     batch.insert(&history_slot(next), history_value(next, &entry)?);
@@ -695,6 +701,25 @@ mod tests {
             ["0", "1", "2", "3"]
         );
         assert!(!store.db.tree_names().iter().any(|name| name == b"history"));
+    }
+
+    #[test]
+    fn a_long_old_history_moves_only_its_newest_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("history").unwrap();
+            for n in 0..MAX_HISTORY + 10 {
+                old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let all = store.recent_history(usize::MAX).unwrap();
+        assert_eq!(all.len(), MAX_HISTORY);
+        assert_eq!(all[0].text, "10");
+        assert_eq!(all[MAX_HISTORY - 1].text, (MAX_HISTORY + 9).to_string());
     }
 
     #[test]
