@@ -300,6 +300,9 @@ fn write_queue<'a>(
                 Recv::Closed => return End::ClosedByWorker,
             };
             buf.clear();
+            // Room for all that waits, guessed from the first item (a burst's lines are much
+            // alike): one allocation a write rather than doubling up from one line.
+            buf.reserve((wire_len(&first) * (1 + rx.len())).min(WRITE_BATCH));
             let mut lines = 0;
             let mut close = push(&mut buf, first, id, counters, &mut lines);
             if !close && buf.len() < WRITE_BATCH {
@@ -322,6 +325,23 @@ fn write_queue<'a>(
                 return End::ClosedByWorker;
             }
         }
+    }
+}
+
+/// The bytes `push` appends for `item`.
+fn wire_len(item: &Outgoing) -> usize {
+    let line = |text: &str| text.len() + 2;
+    match item {
+        Outgoing::Send(body) => match &**body {
+            Outbound::Line(text) => line(text),
+            Outbound::Device(_) => 0,
+        },
+        Outgoing::Busy { .. } => line(BUSY_LINE),
+        Outgoing::Ping => IAC_NOP.len(),
+        Outgoing::Close { farewell } => match farewell.as_deref() {
+            Some(Outbound::Line(text)) => line(text),
+            _ => 0,
+        },
     }
 }
 
