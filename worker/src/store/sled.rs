@@ -9,22 +9,20 @@
 //! so a key per user made the user record most of a login's cost. Records written before
 //! (one key per user, tree `users`) are still read.
 //!
-//! History is a ring of [`MAX_HISTORY`] keys, each new line overwriting the oldest in place:
-//! appending under ever-growing keys and trimming the oldest cost about 6 µs a line (the
-//! same leaf copying), an overwrite about 0.3. Lines kept in the layout before (tree
-//! `history`, one key per line) move into the ring when the store opens.
+//! History is a ring of blocks of lines, for the same reason (module `history`).
+
+mod history;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::{Db, IVec, Tree};
 
+use self::history::HistoryRing;
 use super::{
-    DeviceRecord, HistoryEntry, OfflineMessage, Store, StoreError, User, MAX_HISTORY,
-    MAX_OFFLINE_PER_DEVICE,
+    DeviceRecord, HistoryEntry, OfflineMessage, Store, StoreError, User, MAX_OFFLINE_PER_DEVICE,
 };
 
 /// Key of the highest uid reserved, in the default tree.
@@ -52,10 +50,7 @@ pub struct SledStore {
     users: Tree,
     devices: Tree,
     offline: Tree,
-    /// `seq % MAX_HISTORY` -> `seq` (8 bytes, big-endian), then the line.
-    history: Tree,
-    /// The next line's `seq`: one past the newest in the ring.
-    next_history: AtomicU64,
+    history: Arc<HistoryRing>,
     /// The reserved uids not handed out yet.
     uids: Mutex<UidBlock>,
 }
@@ -94,8 +89,7 @@ impl SledStore {
                 Err(other) => return Err(StoreError::Db(other)),
             }
         };
-        let history = db.open_tree("history_ring")?;
-        let next_history = AtomicU64::new(move_old_history(&db, &history)?);
+        let history = HistoryRing::open(&db)?;
         let user_blocks = db.open_tree("user_blocks")?;
         user_blocks.set_merge_operator(append_user);
         Ok(SledStore {
@@ -103,90 +97,11 @@ impl SledStore {
             users: db.open_tree("users")?,
             devices: db.open_tree("devices")?,
             offline: db.open_tree("offline")?,
-            next_history,
             history,
             db,
             uids: Mutex::new(UidBlock::default()),
         })
     }
-}
-
-/// The ring key of history line `seq`.
-fn history_slot(seq: u64) -> [u8; 2] {
-    // MAX_HISTORY fits 16 bits (a compile-time check below), so the slot does too.
-    ((seq % MAX_HISTORY as u64) as u16).to_be_bytes()
-}
-const _: () = assert!(MAX_HISTORY <= 1 << 16);
-
-fn history_value(seq: u64, entry: &HistoryEntry) -> Result<Vec<u8>, StoreError> {
-    let value = seq.to_be_bytes().to_vec();
-    Ok(postcard::to_extend(entry, value)?)
-}
-
-/// Marks a ring the old layout's lines were moved into, until the old tree is dropped:
-/// an open cut short between the two does not move them twice. Not a slot (3 bytes).
-const HISTORY_MOVED_KEY: &[u8] = b"old";
-
-/// The ring's lines as `(seq, encoded line)`, oldest first. A value too short to hold its
-/// sequence number is damaged: skipped with a warning (history is not worth failing for).
-fn ring_lines(ring: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
-    let mut lines = Vec::with_capacity(MAX_HISTORY);
-    for item in ring.iter() {
-        let (key, value) = item?;
-        if key.len() != 2 {
-            continue; // HISTORY_MOVED_KEY
-        }
-        let Some((seq, _)) = value.split_first_chunk::<8>() else {
-            tracing::warn!(slot = ?&key[..], "damaged history line skipped");
-            continue;
-        };
-        lines.push((u64::from_be_bytes(*seq), value.subslice(8, value.len() - 8)));
-    }
-    lines.sort_unstable_by_key(|(seq, _)| *seq);
-    Ok(lines)
-}
-
-/// Moves the lines of the layout before the ring (tree `history`, key = seq) into `ring`
-/// in one batch, then drops that tree; returns the `seq` of the next line. Lines that do not
-/// decode are skipped with a warning.
-fn move_old_history(db: &Db, ring: &Tree) -> Result<u64, StoreError> {
-    let next_after = |ring: &Tree| -> Result<u64, StoreError> {
-        Ok(ring_lines(ring)?
-            .last()
-            .map_or(0, |(seq, _)| seq.saturating_add(1)))
-    };
-    if !db.tree_names().iter().any(|name| name == b"history") {
-        return next_after(ring);
-    }
-    if ring.get(HISTORY_MOVED_KEY)?.is_none() {
-        let old = db.open_tree("history")?;
-        // The newest MAX_HISTORY, read once from the end (`len` would walk the whole tree).
-        let mut kept = old
-            .iter()
-            .rev()
-            .take(MAX_HISTORY)
-            .collect::<Result<Vec<_>, _>>()?;
-        kept.reverse();
-        let mut next = next_after(ring)?;
-        let mut batch = sled::Batch::default();
-        for (key, value) in kept {
-            match decode::<HistoryEntry>(&value) {
-                Ok(entry) => {
-                    batch.insert(&history_slot(next), history_value(next, &entry)?);
-                    next += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(key = ?&key[..], cause = %err, "damaged history line not moved")
-                }
-            }
-        }
-        batch.insert(HISTORY_MOVED_KEY, &[][..]);
-        ring.apply_batch(batch)?;
-        ring.flush()?;
-    }
-    db.drop_tree("history")?;
-    ring.remove(HISTORY_MOVED_KEY)?;
-    next_after(ring)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -455,19 +370,15 @@ impl Store for SledStore {
     }
 
     fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
-        let seq = self.next_history.fetch_add(1, Ordering::Relaxed);
-        self.history
-            .insert(history_slot(seq), history_value(seq, entry)?)?;
-        Ok(())
+        self.history.append(entry)
     }
 
     fn recent_history(&self, n: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut lines = ring_lines(&self.history)?;
-        lines.drain(..lines.len().saturating_sub(n));
-        lines.into_iter().map(|(_, line)| decode(&line)).collect()
+        self.history.recent(n)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.history.write_pending()?;
         let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         if block.next != 0 && block.next <= block.last {
             // Give the unused reservation back so a clean restart keeps uids dense.
@@ -643,138 +554,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
-    }
-
-    fn line(n: usize) -> HistoryEntry {
-        HistoryEntry {
-            at: n as u64,
-            uid: "1".into(),
-            nick: "a".into(),
-            text: n.to_string(),
-        }
-    }
-
-    fn texts(lines: Vec<HistoryEntry>) -> Vec<String> {
-        lines.into_iter().map(|line| line.text).collect()
-    }
-
-    #[test]
-    fn history_goes_on_in_order_across_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            for n in 0..MAX_HISTORY + 3 {
-                store.append_history(&line(n)).unwrap();
-            }
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        for n in MAX_HISTORY + 3..MAX_HISTORY + 5 {
-            store.append_history(&line(n)).unwrap();
-        }
-        let all = store.recent_history(usize::MAX).unwrap();
-        assert_eq!(all.len(), MAX_HISTORY);
-        assert_eq!(all[0].text, "5", "the oldest went, not a recent one");
-        let last = (MAX_HISTORY + 2..MAX_HISTORY + 5).map(|n| n.to_string());
-        assert_eq!(
-            texts(store.recent_history(3).unwrap()),
-            last.collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn history_in_the_layout_before_the_ring_moves_into_it() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree("history").unwrap();
-            for n in 0..3 {
-                let seq = 1_000_000 + n as u64; // sled's generate_id, after a restart
-                old.insert(seq.to_be_bytes(), encode(&line(n)).unwrap())
-                    .unwrap();
-            }
-            db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        store.append_history(&line(3)).unwrap();
-        assert_eq!(
-            texts(store.recent_history(10).unwrap()),
-            ["0", "1", "2", "3"]
-        );
-        assert!(!store.db.tree_names().iter().any(|name| name == b"history"));
-    }
-
-    #[test]
-    fn a_long_old_history_moves_only_its_newest_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree("history").unwrap();
-            for n in 0..MAX_HISTORY + 10 {
-                old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
-                    .unwrap();
-            }
-            db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        let all = store.recent_history(usize::MAX).unwrap();
-        assert_eq!(all.len(), MAX_HISTORY);
-        assert_eq!(all[0].text, "10");
-        assert_eq!(all[MAX_HISTORY - 1].text, (MAX_HISTORY + 9).to_string());
-    }
-
-    #[test]
-    fn damaged_history_lines_never_keep_the_store_from_opening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree("history").unwrap();
-            old.insert(1u64.to_be_bytes(), encode(&line(0)).unwrap())
-                .unwrap();
-            old.insert(2u64.to_be_bytes(), &[0xff, 0xff][..]).unwrap();
-            let ring = db.open_tree("history_ring").unwrap();
-            // Too short to hold its sequence number.
-            ring.insert(history_slot(999), &[1u8, 2][..]).unwrap();
-            db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        store.append_history(&line(1)).unwrap();
-        assert_eq!(texts(store.recent_history(10).unwrap()), ["0", "1"]);
-        // A line whose sequence number reads but whose text does not decode is an error
-        // for the reader, not a panic.
-        store
-            .history
-            .insert(history_slot(7), &[0, 0, 0, 0, 0, 0, 0, 9, 0xff][..])
-            .unwrap();
-        assert!(matches!(
-            store.recent_history(10),
-            Err(StoreError::Codec(_))
-        ));
-    }
-
-    #[test]
-    fn an_open_cut_short_after_moving_the_old_history_does_not_move_it_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree("history").unwrap();
-            let ring = db.open_tree("history_ring").unwrap();
-            for n in 0..2 {
-                old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
-                    .unwrap();
-                ring.insert(
-                    history_slot(n as u64),
-                    history_value(n as u64, &line(n)).unwrap(),
-                )
-                .unwrap();
-            }
-            // Moved and marked, then the process died before dropping the old tree.
-            ring.insert(HISTORY_MOVED_KEY, &[][..]).unwrap();
-            db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        store.append_history(&line(2)).unwrap();
-        assert_eq!(texts(store.recent_history(10).unwrap()), ["0", "1", "2"]);
-        assert!(store.history.get(HISTORY_MOVED_KEY).unwrap().is_none());
     }
 
     #[test]
