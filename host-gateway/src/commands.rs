@@ -110,7 +110,7 @@ impl Router {
             Command::CloseClient { client, farewell } => {
                 if let Some(c) = self.registry.get(client) {
                     let farewell = farewell.filter(|f| accepts(c.handle.kind, f)).map(Arc::new);
-                    c.handle.offer(client, Outgoing::Close { farewell });
+                    self.offer(client, &c.handle, Outgoing::Close { farewell });
                 }
             }
             Command::SetSession { client, session } => {
@@ -137,9 +137,7 @@ impl Router {
             bump(&self.counters.dropped);
             return;
         }
-        if !client.handle.offer(id, Outgoing::Send(body)) {
-            bump(&self.counters.dropped);
-        }
+        self.offer(id, &client.handle, Outgoing::Send(body));
     }
 
     /// Sends to each of `ids` that takes this kind of body; the others are skipped silently
@@ -154,10 +152,8 @@ impl Router {
 
     /// One recipient of a broadcast: skipped silently if it does not take this kind of body.
     fn offer_body(&self, id: ClientId, client: &Client, body: &Arc<Outbound>) {
-        if accepts(client.handle.kind, body)
-            && !client.handle.offer(id, Outgoing::Send(body.clone()))
-        {
-            bump(&self.counters.dropped);
+        if accepts(client.handle.kind, body) {
+            self.offer(id, &client.handle, Outgoing::Send(body.clone()));
         }
     }
 

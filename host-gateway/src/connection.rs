@@ -7,6 +7,7 @@
 //! outside (too slow, idle, shutdown) by a [`Kick`] through its queue's interrupt, so it
 //! waits on nothing but its socket and its queue.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,21 +104,50 @@ pub struct ClientHandle {
     /// Silent intervals already pinged for (the heartbeat sweep's count).
     pub pinged: u32,
     tx: mailbox::Sender<Outgoing, Status>,
+    /// What the router sent during its current batch of messages, queued in one go when
+    /// the batch ends ([`ClientHandle::flush`]): one lock of the queue and one wake-up per
+    /// connection and batch rather than per item. Empty between batches.
+    staged: RefCell<Vec<Outgoing>>,
 }
 
+/// Room staging takes for its first item: a broadcast burst's share for one connection
+/// usually fits, and the queue takes the allocation over as it is.
+const STAGE_ROOM: usize = 16;
+
 impl ClientHandle {
-    /// Queues `item` without waiting. A full queue disconnects the client as too slow.
-    /// Returns whether the item was queued.
-    pub fn offer(&self, id: ClientId, item: Outgoing) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+    fn new(kind: ClientKind, tx: mailbox::Sender<Outgoing, Status>) -> ClientHandle {
+        ClientHandle {
+            kind,
+            pinged: 0,
+            tx,
+            staged: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Stages `item` for the queue, after what is staged already. Returns `true` if nothing
+    /// was staged before: the caller lists the connection for [`ClientHandle::flush`].
+    pub fn stage(&self, item: Outgoing) -> bool {
+        let mut staged = self.staged.borrow_mut();
+        if staged.capacity() == 0 {
+            staged.reserve_exact(STAGE_ROOM);
+        }
+        staged.push(item);
+        staged.len() == 1
+    }
+
+    /// Queues what is staged, oldest first, without waiting. A queue that cannot take it
+    /// all disconnects the client as too slow. Returns how many items were not queued.
+    pub fn flush(&self, id: ClientId) -> usize {
+        let mut staged = self.staged.take();
+        match self.tx.try_send_all(&mut staged) {
+            Ok(()) => 0,
+            Err(TrySendError::Full(refused)) => {
                 if self.kick(Kick::TooSlow) {
                     tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
                 }
-                false
+                refused
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(refused)) => refused,
         }
     }
 
@@ -143,12 +173,7 @@ impl ClientHandle {
     /// A handle and the queue it fills, for tests of a connection's writer.
     pub(crate) fn pair(kind: ClientKind, capacity: usize) -> (ClientHandle, Outbox) {
         let (tx, rx) = mailbox::mailbox(capacity, Status::default());
-        let handle = ClientHandle {
-            kind,
-            pinged: 0,
-            tx,
-        };
-        (handle, rx)
+        (ClientHandle::new(kind, tx), rx)
     }
 }
 
@@ -207,11 +232,7 @@ impl Conn {
         let id = ctx.next_client_id();
         bump(&ctx.counters.connections_total);
         let (tx, rx) = mailbox::mailbox(ctx.config.client_queue, Status::default());
-        let handle = ClientHandle {
-            kind,
-            pinged: 0,
-            tx: tx.clone(),
-        };
+        let handle = ClientHandle::new(kind, tx.clone());
         let opened = RouterMsg::Opened { id, peer, handle };
         if !to_router(&ctx.router, opened).await {
             return None;

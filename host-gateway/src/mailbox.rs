@@ -157,6 +157,43 @@ impl<T, S> Sender<T, S> {
         }
         Ok(())
     }
+
+    /// Queues `items` (leaving it empty), oldest first, under one lock and with one wake-up:
+    /// as many as there is room for. How many were refused comes back: `Full(n)`, the newest
+    /// `n` (the queue held `capacity`), or `Closed(n)`, all of them (the reader is gone).
+    pub fn try_send_all(&self, items: &mut Vec<T>) -> Result<(), TrySendError<usize>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let wake = {
+            let mut queue = self.shared.lock();
+            if queue.reader_gone {
+                let refused = items.len();
+                drop(queue);
+                items.clear();
+                return Err(TrySendError::Closed(refused));
+            }
+            let room = self.shared.capacity.saturating_sub(queue.items.len());
+            let accepted = items.len().min(room);
+            let was_empty = queue.items.is_empty();
+            if accepted == items.len() && queue.items.capacity() == 0 {
+                // The usual case: the queue takes the caller's allocation over, no copy.
+                queue.items = VecDeque::from(std::mem::take(items));
+            } else {
+                queue.items.extend(items.drain(..accepted));
+            }
+            was_empty && accepted > 0
+        };
+        if wake {
+            self.shared.ready.wake();
+        }
+        let refused = items.len();
+        items.clear();
+        if refused > 0 {
+            return Err(TrySendError::Full(refused));
+        }
+        Ok(())
+    }
 }
 
 /// The reading side.
@@ -294,6 +331,36 @@ mod tests {
         });
         assert_eq!(got, [0, 1, 2, 4]);
         assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn a_batch_sent_at_once_is_bounded_and_kept_in_order() {
+        let (tx, mut rx) = mailbox(4, ());
+        let mut batch = vec![1, 2];
+        tx.try_send_all(&mut batch).unwrap();
+        assert!(batch.is_empty());
+        let mut batch = vec![3, 4, 5, 6];
+        assert!(matches!(
+            tx.try_send_all(&mut batch),
+            Err(TrySendError::Full(2))
+        ));
+        let mut got = Vec::new();
+        rx.try_recv_while(|n| {
+            got.push(n);
+            true
+        });
+        assert_eq!(
+            got,
+            [1, 2, 3, 4],
+            "the newest that did not fit were refused"
+        );
+        drop(rx);
+        let mut batch = vec![7];
+        assert!(matches!(
+            tx.try_send_all(&mut batch),
+            Err(TrySendError::Closed(1))
+        ));
+        assert!(batch.is_empty());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! Commands and queries are executed in `commands.rs`; which worker gets which event, acks
 //! and redelivery are `delivery.rs`'s; sockets are never touched here.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::connection::{ClientHandle, Kick, Outgoing};
 use crate::delivery::Delivery;
 use crate::heartbeat::{now_ms, Beat, Heartbeat};
 use crate::registry::Registry;
-use crate::stats::{bump, Counters};
+use crate::stats::{add, bump, Counters};
 
 /// Messages the router's channel carries.
 #[derive(Debug)]
@@ -148,6 +149,9 @@ pub struct Router {
     pub(crate) counters: Arc<Counters>,
     telnet_beat: Heartbeat,
     device_beat: Heartbeat,
+    /// Connections with items staged during this batch of messages, queued when it ends
+    /// ([`Router::flush`]). Bounded by the connections.
+    staged: RefCell<Vec<ClientId>>,
 }
 
 impl Router {
@@ -161,6 +165,7 @@ impl Router {
             counters,
             telnet_beat: Heartbeat::telnet(config),
             device_beat: Heartbeat::devices(config),
+            staged: RefCell::new(Vec::new()),
         }
     }
 
@@ -208,6 +213,7 @@ impl Router {
                     self.delivery.drain();
                 }
             }
+            self.flush();
         }
         tracing::debug!(held = self.delivery.held(), "router stopped");
     }
@@ -228,7 +234,9 @@ impl Router {
                 Beat::Quiet => {}
                 Beat::Ping => {
                     tracing::trace!(conn = %id, silent, "silent, pinged");
-                    handle.offer(id, Outgoing::Ping);
+                    if handle.stage(Outgoing::Ping) {
+                        self.staged.get_mut().push(id);
+                    }
                 }
                 Beat::Close => {
                     handle.kick(Kick::Idle);
@@ -324,7 +332,29 @@ impl Router {
         bump(&self.counters.dropped);
         tracing::debug!(conn = %client, "no worker free and pending queue full; message refused");
         if let (Some(c), Some(seq)) = (self.registry.get(client), busy_seq) {
-            c.handle.offer(client, Outgoing::Busy { seq });
+            self.offer(client, &c.handle, Outgoing::Busy { seq });
+        }
+    }
+
+    /// Stages `item` for connection `id`; it is queued when the batch of messages being
+    /// handled ends.
+    pub(crate) fn offer(&self, id: ClientId, handle: &ClientHandle, item: Outgoing) {
+        if handle.stage(item) {
+            self.staged.borrow_mut().push(id);
+        }
+    }
+
+    /// Queues what this batch of messages staged, connection by connection. Items a
+    /// connection's queue cannot take are counted as dropped (and the connection is
+    /// disconnected as too slow).
+    pub fn flush(&mut self) {
+        for id in self.staged.get_mut().drain(..) {
+            if let Some(client) = self.registry.get(id) {
+                let refused = client.handle.flush(id);
+                if refused > 0 {
+                    add(&self.counters.dropped, refused as u64);
+                }
+            }
         }
     }
 
