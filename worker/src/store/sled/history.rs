@@ -24,7 +24,7 @@ use super::super::{HistoryEntry, StoreError, MAX_HISTORY};
 use super::decode;
 
 /// Lines in a block.
-pub(super) const BLOCK_LINES: usize = 16;
+pub(super) const BLOCK_LINES: usize = 64;
 /// Blocks in the ring: enough for [`MAX_HISTORY`] full lines besides the block being filled.
 const BLOCKS: u64 = MAX_HISTORY.div_ceil(BLOCK_LINES) as u64 + 1;
 const _: () = assert!(BLOCKS <= 1 << 16, "a slot is 16 bits");
@@ -135,9 +135,12 @@ impl HistoryRing {
     /// Appends a line; a full block goes to sled now. If sled fails, the error is returned
     /// and the full block's lines are lost to the store (memory stays bounded).
     pub(super) fn append(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
-        let line = postcard::to_allocvec(entry)?;
         let mut block = self.filling();
-        block.bytes.extend_from_slice(&line);
+        let before = block.bytes.len();
+        if let Err(err) = postcard::to_io(entry, &mut block.bytes) {
+            block.bytes.truncate(before);
+            return Err(err.into());
+        }
         block.lines += 1;
         block.dirty = true;
         if block.lines < BLOCK_LINES {
