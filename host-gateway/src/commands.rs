@@ -176,7 +176,11 @@ impl Router {
             Query::ClientCount(Some(group)) => {
                 Reply::Count(reg.group_members(&group).map_or(0, |m| m.len() as u64))
             }
-            Query::ClientIds(None) => Reply::Clients(reg.iter().map(|(id, _)| *id).collect()),
+            Query::ClientIds(None) => {
+                let mut ids: Vec<ClientId> = reg.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                Reply::Clients(ids)
+            }
             Query::ClientIds(Some(group)) => Reply::Clients(members(&group).collect()),
             Query::Uids => Reply::Uids(sorted(reg.uids())),
             Query::UidCount => Reply::Count(reg.uids().count() as u64),
@@ -184,12 +188,11 @@ impl Router {
             Query::GetSession(id) => {
                 Reply::Session(reg.get(id).map(|c| Session::clone(&c.session)))
             }
-            Query::Sessions(None) => Reply::Sessions(
-                reg.iter()
-                    .map(|(id, _)| id)
-                    .filter_map(|id| self.info(*id))
-                    .collect(),
-            ),
+            Query::Sessions(None) => {
+                let mut ids: Vec<ClientId> = reg.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                Reply::Sessions(ids.into_iter().filter_map(|id| self.info(id)).collect())
+            }
             Query::Sessions(Some(group)) => {
                 Reply::Sessions(members(&group).filter_map(|id| self.info(id)).collect())
             }

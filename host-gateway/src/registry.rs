@@ -6,7 +6,8 @@
 //! here, its last one gone) for the router to publish to the workers' routing tables.
 //! Sending, events and workers are the router's business, not this module's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use protocol::link::{ClientId, ClientKind, RouteChange, Session};
@@ -49,10 +50,34 @@ pub enum SessionError {
     },
 }
 
+/// Hashes a [`ClientId`] with one multiplication (Fibonacci hashing). Ids come from the
+/// gateway's counter, never from a peer, so SipHash's defence against chosen keys buys
+/// nothing; a lookup per recipient of every send made the ordered map's search about 3% of
+/// the gateway's CPU in a broadcast.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for a ClientId (one u64); correct for anything else anyway.
+        for byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(*byte));
+        }
+    }
+}
+
 /// The indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
-    clients: BTreeMap<ClientId, Client>,
+    clients: HashMap<ClientId, Client, BuildHasherDefault<IdHasher>>,
     uids: HashMap<String, BTreeSet<ClientId>>,
     groups: HashMap<String, BTreeSet<ClientId>>,
     telnet: u64,
@@ -129,7 +154,7 @@ impl Registry {
         self.clients.get(&id)
     }
 
-    /// Every connection, in id order.
+    /// Every connection, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &Client)> {
         self.clients.iter()
     }
