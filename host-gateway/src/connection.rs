@@ -136,19 +136,22 @@ impl ClientHandle {
     }
 
     /// Queues what is staged, oldest first, without waiting. A queue that cannot take it
-    /// all disconnects the client as too slow. Returns how many items were not queued.
+    /// all disconnects the client as too slow. Returns how many messages (not pings or
+    /// closes) were not queued, for the router's `dropped` count.
     pub fn flush(&self, id: ClientId) -> usize {
         let mut staged = self.staged.take();
-        match self.tx.try_send_all(&mut staged) {
-            Ok(()) => 0,
-            Err(TrySendError::Full(refused)) => {
-                if self.kick(Kick::TooSlow) {
-                    tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
-                }
-                refused
-            }
-            Err(TrySendError::Closed(refused)) => refused,
+        let full = match self.tx.try_send_all(&mut staged) {
+            Ok(()) => return 0,
+            Err(TrySendError::Full(())) => true,
+            Err(TrySendError::Closed(())) => false,
+        };
+        if full && self.kick(Kick::TooSlow) {
+            tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
         }
+        let messages = staged
+            .iter()
+            .filter(|item| matches!(item, Outgoing::Send(_)));
+        messages.count()
     }
 
     /// Stops the connection from outside: it drops what is queued and ends with `why`.

@@ -158,20 +158,18 @@ impl<T, S> Sender<T, S> {
         Ok(())
     }
 
-    /// Queues `items` (leaving it empty), oldest first, under one lock and with one wake-up:
-    /// as many as there is room for. How many were refused comes back: `Full(n)`, the newest
-    /// `n` (the queue held `capacity`), or `Closed(n)`, all of them (the reader is gone).
-    pub fn try_send_all(&self, items: &mut Vec<T>) -> Result<(), TrySendError<usize>> {
+    /// Queues `items`, oldest first, under one lock and with one wake-up: as many as there
+    /// is room for. What was refused stays in `items`: the newest ones if the queue held
+    /// `capacity` (`Full`), all of them if the reader is gone (`Closed`); `items` is empty
+    /// on success.
+    pub fn try_send_all(&self, items: &mut Vec<T>) -> Result<(), TrySendError<()>> {
         if items.is_empty() {
             return Ok(());
         }
         let wake = {
             let mut queue = self.shared.lock();
             if queue.reader_gone {
-                let refused = items.len();
-                drop(queue);
-                items.clear();
-                return Err(TrySendError::Closed(refused));
+                return Err(TrySendError::Closed(()));
             }
             let room = self.shared.capacity.saturating_sub(queue.items.len());
             let accepted = items.len().min(room);
@@ -187,12 +185,11 @@ impl<T, S> Sender<T, S> {
         if wake {
             self.shared.ready.wake();
         }
-        let refused = items.len();
-        items.clear();
-        if refused > 0 {
-            return Err(TrySendError::Full(refused));
+        if items.is_empty() {
+            Ok(())
+        } else {
+            Err(TrySendError::Full(()))
         }
-        Ok(())
     }
 }
 
@@ -342,25 +339,22 @@ mod tests {
         let mut batch = vec![3, 4, 5, 6];
         assert!(matches!(
             tx.try_send_all(&mut batch),
-            Err(TrySendError::Full(2))
+            Err(TrySendError::Full(()))
         ));
+        assert_eq!(batch, [5, 6], "the newest that did not fit come back");
         let mut got = Vec::new();
         rx.try_recv_while(|n| {
             got.push(n);
             true
         });
-        assert_eq!(
-            got,
-            [1, 2, 3, 4],
-            "the newest that did not fit were refused"
-        );
+        assert_eq!(got, [1, 2, 3, 4], "in order, up to the capacity");
         drop(rx);
         let mut batch = vec![7];
         assert!(matches!(
             tx.try_send_all(&mut batch),
-            Err(TrySendError::Closed(1))
+            Err(TrySendError::Closed(()))
         ));
-        assert!(batch.is_empty());
+        assert_eq!(batch, [7]);
     }
 
     #[tokio::test]

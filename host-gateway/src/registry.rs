@@ -67,7 +67,8 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Not reached for a ClientId (one u64); correct for anything else anyway.
+        // Not reached for a ClientId (one u64). Equal keys still hash equal, but a key of
+        // several fields would hash poorly: this hasher is for ClientId only.
         for byte in bytes {
             self.write_u64(self.0.rotate_left(8) ^ u64::from(*byte));
         }
@@ -137,6 +138,10 @@ impl Registry {
     /// Removes a connection and its uid binding and group memberships.
     pub fn remove(&mut self, id: ClientId) -> Option<Client> {
         let client = self.clients.remove(&id)?;
+        if self.clients.capacity() > 1024 && self.clients.len() < self.clients.capacity() / 4 {
+            // After a storm of connections: a hash table never shrinks by itself.
+            self.clients.shrink_to(self.clients.len() * 2);
+        }
         if client.handle.kind == ClientKind::Telnet {
             self.telnet -= 1;
         }

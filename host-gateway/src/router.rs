@@ -150,7 +150,8 @@ pub struct Router {
     telnet_beat: Heartbeat,
     device_beat: Heartbeat,
     /// Connections with items staged during this batch of messages, queued when it ends
-    /// ([`Router::flush`]). Bounded by the connections.
+    /// ([`Router::flush`]). Bounded by the connections; what is staged, by the batch
+    /// (`BATCH` messages).
     staged: RefCell<Vec<ClientId>>,
 }
 
@@ -274,6 +275,9 @@ impl Router {
             }
             RouterMsg::Closed { id } => {
                 if let Some(client) = self.registry.remove(id) {
+                    // What this batch staged for it cannot be written: counted as dropped.
+                    let refused = client.handle.flush(id);
+                    add(&self.counters.dropped, refused as u64);
                     let uid = client.uid;
                     let session = client.session;
                     self.emit(

@@ -36,9 +36,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Write buffer a connection keeps between writes while more is queued; a bigger one (after
 /// a burst) is freed.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
-/// Lines found waiting at once that make the writer wait one scheduler round for more before
+/// Items found waiting at once that make the writer wait one scheduler round for more before
 /// writing (a burst of fan-out); fewer go out at once.
-const COALESCE_LINES: u64 = 8;
+const COALESCE_LINES: usize = 8;
 /// Telnet's no-operation command: the heartbeat ping. Telnet clients ignore it and show
 /// nothing; on a dead peer the write fails in the end and the connection closes.
 const IAC_NOP: [u8; 2] = [0xff, 0xf1];
@@ -302,29 +302,26 @@ fn write_queue<'a>(
                 Recv::Interrupted => return rx.status().end(),
                 Recv::Closed => return End::ClosedByWorker,
             };
+            if rx.len() + 1 >= COALESCE_LINES {
+                // Many lines at once: a burst, likely to go on. One round of the scheduler
+                // lets the router queue what it is handling, and this write carries it too
+                // (a write costs the kernel far more than a line). Nothing is built before
+                // the wait, so writers waiting together hold no buffers. A lone line goes
+                // at once.
+                tokio::task::yield_now().await;
+            }
             buf.clear();
             // Room for all that waits, guessed from the first item (a burst's lines are much
             // alike): one allocation a write rather than doubling up from one line.
             buf.reserve((wire_len(&first) * (1 + rx.len())).min(WRITE_BATCH));
             let mut lines = 0;
             let mut close = push(&mut buf, first, id, counters, &mut lines);
-            let mut waited = false;
-            loop {
-                if !close && buf.len() < WRITE_BATCH {
-                    // The rest of what waits, under one lock of the queue.
-                    rx.try_recv_while(|next| {
-                        close = push(&mut buf, next, id, counters, &mut lines);
-                        !close && buf.len() < WRITE_BATCH
-                    });
-                }
-                if waited || close || lines < COALESCE_LINES || buf.len() >= WRITE_BATCH {
-                    break;
-                }
-                // Many lines at once: a burst, likely to go on. One round of the scheduler
-                // lets the router queue what it is handling, and the write carries it too
-                // (a write costs the kernel far more than a line). A lone line goes at once.
-                waited = true;
-                tokio::task::yield_now().await;
+            if !close && buf.len() < WRITE_BATCH {
+                // The rest of what waits, under one lock of the queue.
+                rx.try_recv_while(|next| {
+                    close = push(&mut buf, next, id, counters, &mut lines);
+                    !close && buf.len() < WRITE_BATCH
+                });
             }
             add(&counters.messages_out, lines);
             if let Err(end) = write_all(stream, &buf, Some(rx)).await {
