@@ -378,7 +378,8 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.history.write_pending()?;
+        // A history error does not keep the rest from reaching the disk.
+        let history = self.history.write_pending();
         let mut block = self.uids.lock().unwrap_or_else(|e| e.into_inner());
         if block.next != 0 && block.next <= block.last {
             // Give the unused reservation back so a clean restart keeps uids dense.
@@ -392,7 +393,7 @@ impl Store for SledStore {
             }
         }
         self.db.flush()?;
-        Ok(())
+        history
     }
 }
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 use sled::{Db, IVec, Tree};
 
 use super::super::{HistoryEntry, StoreError, MAX_HISTORY};
-use super::decode;
 
 /// Lines in a block.
 pub(super) const BLOCK_LINES: usize = 64;
@@ -30,8 +29,25 @@ const BLOCKS: u64 = MAX_HISTORY.div_ceil(BLOCK_LINES) as u64 + 1;
 const _: () = assert!(BLOCKS <= 1 << 16, "a slot is 16 bits");
 /// The longest a line waits in memory before sled has it.
 pub(super) const WRITE_BEHIND: Duration = Duration::from_millis(100);
-/// The tree of this layout.
-const TREE: &str = "history_blocks";
+/// The tree of this layout, named after its geometry: a ring written with other
+/// `BLOCK_LINES` or `BLOCKS` is an older layout under another name, moved in at open.
+fn tree_name() -> String {
+    format!("history_{BLOCK_LINES}x{BLOCKS}")
+}
+
+/// Whether tree `name` is a ring of blocks of another geometry (or the first one, 16 lines
+/// a block, named `history_blocks`).
+fn is_other_block_ring(name: &[u8]) -> bool {
+    let Some(geometry) = name.strip_prefix(b"history_") else {
+        return false;
+    };
+    let numbers = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    let other_geometry = match geometry.iter().position(|&b| b == b'x') {
+        Some(x) => numbers(&geometry[..x]) && numbers(&geometry[x + 1..]),
+        None => false,
+    };
+    (geometry == b"blocks" || other_geometry) && name != tree_name().as_bytes()
+}
 /// Marks a ring the older layouts' lines were moved into, until their trees are dropped: an
 /// open cut short between the two does not move them twice. Not a slot (3 bytes).
 const MOVED_KEY: &[u8] = b"old";
@@ -99,9 +115,9 @@ fn stored(tree: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
         if key.len() != 2 {
             continue; // MOVED_KEY
         }
-        match value.first_chunk::<8>() {
-            Some(number) => blocks.push((u64::from_be_bytes(*number), value)),
-            None => tracing::warn!(slot = ?&key[..], "damaged history block skipped"),
+        match value.first_chunk::<8>().map(|n| u64::from_be_bytes(*n)) {
+            Some(number) if slot(number) == key[..] => blocks.push((number, value)),
+            _ => tracing::warn!(slot = ?&key[..], "damaged history block skipped"),
         }
     }
     blocks.sort_unstable_by_key(|(number, _)| std::cmp::Reverse(*number));
@@ -112,7 +128,7 @@ impl HistoryRing {
     /// Opens the ring in `db`, moving in the lines of the layouts before it, and starts the
     /// thread that writes a block being filled within [`WRITE_BEHIND`].
     pub(super) fn open(db: &Db) -> Result<Arc<HistoryRing>, StoreError> {
-        let tree = db.open_tree(TREE)?;
+        let tree = db.open_tree(tree_name())?;
         move_older_layouts(db, &tree)?;
         let filling = Mutex::new(resume(&tree)?);
         let ring = Arc::new(HistoryRing { tree, filling });
@@ -147,7 +163,7 @@ impl HistoryRing {
             return Ok(());
         }
         let written = self.write(&block);
-        *block = Block::empty(block.number + 1);
+        *block = Block::empty(block.number.saturating_add(1));
         written
     }
 
@@ -226,23 +242,31 @@ fn resume(tree: &Tree) -> Result<Block, StoreError> {
             bytes: value[..whole].to_vec(),
             dirty: false,
         }),
-        _ => Ok(Block::empty(number + 1)),
+        _ => Ok(Block::empty(number.saturating_add(1))),
     }
 }
 
-/// Moves the newest [`MAX_HISTORY`] lines of the older layouts (tree `history`: key = the
-/// line's sequence number; tree `history_ring`: a slot per line, its value the sequence
-/// number then the line) into `ring` after what it holds, in one batch, then drops their
-/// trees. Lines that do not decode are skipped with a warning.
+/// Moves the newest [`MAX_HISTORY`] lines of the older layouts into `ring` after what it
+/// holds, in one batch, then drops their trees: tree `history` (key = the line's sequence
+/// number), tree `history_ring` (a slot per line, its value the sequence number then the
+/// line) and rings of blocks of another geometry. Lines are decoded and encoded again;
+/// those that do not decode are skipped with a warning.
 fn move_older_layouts(db: &Db, ring: &Tree) -> Result<(), StoreError> {
     let names = db.tree_names();
     let exists = |name: &str| names.iter().any(|n| n == name.as_bytes());
     let (per_line, line_ring) = (exists("history"), exists("history_ring"));
-    if !per_line && !line_ring {
+    let block_rings: Vec<IVec> = names
+        .iter()
+        .filter(|name| is_other_block_ring(name))
+        .cloned()
+        .collect();
+    if !per_line && !line_ring && block_rings.is_empty() {
+        // A marker left by an open cut short after the old trees were dropped.
+        ring.remove(MOVED_KEY)?;
         return Ok(());
     }
     if ring.get(MOVED_KEY)?.is_none() {
-        let mut lines: Vec<IVec> = Vec::new();
+        let mut lines: Vec<HistoryEntry> = Vec::new();
         let single = line_ring
             .then(|| db.open_tree("history_ring"))
             .transpose()?;
@@ -257,24 +281,29 @@ fn move_older_layouts(db: &Db, ring: &Tree) -> Result<(), StoreError> {
             let newest = old.iter().values().rev().take(MAX_HISTORY);
             let mut newest = newest.collect::<Result<Vec<_>, _>>()?;
             newest.reverse();
-            lines.extend(newest);
+            lines.extend(newest.iter().filter_map(|line| whole_line(line)));
         }
         if let Some(tree) = &single {
-            lines.extend(single_lines(tree)?);
+            lines.extend(
+                single_lines(tree)?
+                    .iter()
+                    .filter_map(|line| whole_line(line)),
+            );
+        }
+        for name in &block_rings {
+            let mut blocks = stored_any_geometry(&db.open_tree(name)?)?;
+            blocks.reverse();
+            lines.extend(blocks.into_iter().flatten());
         }
         lines.drain(..lines.len().saturating_sub(MAX_HISTORY));
         let mut next = resume(ring)?;
         let mut batch = sled::Batch::default();
-        for line in lines {
-            if let Err(err) = decode::<HistoryEntry>(&line) {
-                tracing::warn!(cause = %err, "damaged history line not moved");
-                continue;
-            }
-            next.bytes.extend_from_slice(&line);
+        for line in &lines {
+            postcard::to_io(line, &mut next.bytes)?;
             next.lines += 1;
             if next.lines == BLOCK_LINES {
                 batch.insert(&slot(next.number), next.bytes);
-                next = Block::empty(next.number + 1);
+                next = Block::empty(next.number.saturating_add(1));
             }
         }
         if next.lines > 0 {
@@ -289,8 +318,43 @@ fn move_older_layouts(db: &Db, ring: &Tree) -> Result<(), StoreError> {
             db.drop_tree(name)?;
         }
     }
+    for name in &block_rings {
+        db.drop_tree(name)?;
+    }
     ring.remove(MOVED_KEY)?;
     Ok(())
+}
+
+/// One line of an older layout, if it decodes to its last byte (a damaged line is skipped
+/// with a warning).
+fn whole_line(bytes: &[u8]) -> Option<HistoryEntry> {
+    match postcard::take_from_bytes::<HistoryEntry>(bytes) {
+        Ok((line, [])) => Some(line),
+        Ok(_) => {
+            tracing::warn!("damaged history line not moved: bytes after its end");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "damaged history line not moved");
+            None
+        }
+    }
+}
+
+/// The lines of a ring of blocks of any geometry, newest block first (whatever its slot).
+fn stored_any_geometry(tree: &Tree) -> Result<Vec<Vec<HistoryEntry>>, StoreError> {
+    let mut blocks = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if key.len() != 2 {
+            continue; // a MOVED_KEY
+        }
+        if let Some((number, lines, _)) = parse(&key, &value) {
+            blocks.push((number, lines));
+        }
+    }
+    blocks.sort_unstable_by_key(|(number, _)| std::cmp::Reverse(*number));
+    Ok(blocks.into_iter().map(|(_, lines)| lines).collect())
 }
 
 /// The lines of the single-line ring, oldest first (values too short for their sequence
@@ -379,7 +443,7 @@ mod tests {
         for n in 0..BLOCK_LINES + 3 {
             ring.append(&line(n)).unwrap();
         }
-        let tree = db.open_tree(TREE).unwrap();
+        let tree = db.open_tree(tree_name()).unwrap();
         let full = tree
             .get(slot(0))
             .unwrap()
@@ -477,7 +541,7 @@ mod tests {
         );
         // Block 0 (stored, full) damaged after its first line; a stray value too short for
         // a block number in another slot: the lines before the damage are still read.
-        let tree = db.open_tree(TREE).unwrap();
+        let tree = db.open_tree(tree_name()).unwrap();
         let mut damaged = 0u64.to_be_bytes().to_vec();
         damaged.extend(encode(&line(0)).unwrap());
         damaged.extend([0xff, 0xff, 0xff]);
@@ -492,7 +556,7 @@ mod tests {
         // The newest block damaged too: the store still opens and goes on after what reads.
         {
             let db = sled::open(dir.path()).unwrap();
-            let tree = db.open_tree(TREE).unwrap();
+            let tree = db.open_tree(tree_name()).unwrap();
             let mut damaged = 1u64.to_be_bytes().to_vec();
             damaged.extend(encode(&line(BLOCK_LINES)).unwrap());
             damaged.push(0xff);
@@ -513,7 +577,7 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let old = db.open_tree("history").unwrap();
-            let blocks = db.open_tree(TREE).unwrap();
+            let blocks = db.open_tree(tree_name()).unwrap();
             let mut block = Block::empty(0);
             for n in 0..2 {
                 old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
@@ -529,11 +593,69 @@ mod tests {
         ring.append(&line(2)).unwrap();
         assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..3));
         assert!(db
-            .open_tree(TREE)
+            .open_tree(tree_name())
             .unwrap()
             .get(MOVED_KEY)
             .unwrap()
             .is_none());
         assert!(!db.tree_names().iter().any(|n| n == b"history"));
+    }
+
+    #[test]
+    fn a_ring_of_another_geometry_moves_in_and_damaged_lines_stay_out() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            // The first block layout: 16 lines a block, 64 slots, tree `history_blocks`.
+            let first = db.open_tree("history_blocks").unwrap();
+            for (number, range) in [(7u64, 0..3), (8, 3..5)] {
+                let mut block = number.to_be_bytes().to_vec();
+                for n in range {
+                    block.extend(encode(&line(n)).unwrap());
+                }
+                first
+                    .insert(((number % 64) as u16).to_be_bytes(), block)
+                    .unwrap();
+            }
+            // A per-line tree whose line has a byte after its end: not moved.
+            let per_line = db.open_tree("history").unwrap();
+            let mut trailing = encode(&line(99)).unwrap();
+            trailing.push(0);
+            per_line.insert(1u64.to_be_bytes(), trailing).unwrap();
+            db.flush().unwrap();
+        }
+        let (db, ring) = open(dir.path());
+        ring.append(&line(5)).unwrap();
+        assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..6));
+        let names = db.tree_names();
+        assert!(!names
+            .iter()
+            .any(|n| n == b"history_blocks" || n == b"history"));
+        assert!(is_other_block_ring(b"history_16x64"));
+        assert!(!is_other_block_ring(tree_name().as_bytes()));
+        assert!(!is_other_block_ring(b"history_ring"));
+    }
+
+    #[test]
+    fn a_block_in_the_wrong_slot_is_skipped_and_a_stray_marker_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (db, ring) = open(dir.path());
+            ring.append(&line(0)).unwrap();
+            drop(ring);
+            let tree = db.open_tree(tree_name()).unwrap();
+            // Block 1's value under block 2's slot (a damaged number), and the move's marker
+            // left by an open cut short after the old trees were dropped.
+            let mut wrong = 1u64.to_be_bytes().to_vec();
+            wrong.extend(encode(&line(7)).unwrap());
+            tree.insert(slot(2), wrong).unwrap();
+            tree.insert(MOVED_KEY, &[][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let (db, ring) = open(dir.path());
+        ring.append(&line(1)).unwrap();
+        assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..2));
+        let tree = db.open_tree(tree_name()).unwrap();
+        assert!(tree.get(MOVED_KEY).unwrap().is_none());
     }
 }
