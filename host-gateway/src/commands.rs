@@ -161,6 +161,12 @@ impl Router {
     pub(crate) fn answer(&self, query: Query) -> Reply {
         let reg = &self.registry;
         let members = |group: &str| reg.group_members(group).into_iter().flatten().copied();
+        // Every connection's id, in order (the registry keeps them in no particular one).
+        let all_ids = || {
+            let mut ids: Vec<ClientId> = reg.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids
+        };
         match query {
             Query::IsOnline(id) => Reply::Bool(reg.get(id).is_some()),
             Query::IsUidOnline(uid) => Reply::Bool(reg.uid_members(&uid).is_some()),
@@ -176,11 +182,7 @@ impl Router {
             Query::ClientCount(Some(group)) => {
                 Reply::Count(reg.group_members(&group).map_or(0, |m| m.len() as u64))
             }
-            Query::ClientIds(None) => {
-                let mut ids: Vec<ClientId> = reg.iter().map(|(id, _)| *id).collect();
-                ids.sort_unstable();
-                Reply::Clients(ids)
-            }
+            Query::ClientIds(None) => Reply::Clients(all_ids()),
             Query::ClientIds(Some(group)) => Reply::Clients(members(&group).collect()),
             Query::Uids => Reply::Uids(sorted(reg.uids())),
             Query::UidCount => Reply::Count(reg.uids().count() as u64),
@@ -188,11 +190,12 @@ impl Router {
             Query::GetSession(id) => {
                 Reply::Session(reg.get(id).map(|c| Session::clone(&c.session)))
             }
-            Query::Sessions(None) => {
-                let mut ids: Vec<ClientId> = reg.iter().map(|(id, _)| *id).collect();
-                ids.sort_unstable();
-                Reply::Sessions(ids.into_iter().filter_map(|id| self.info(id)).collect())
-            }
+            Query::Sessions(None) => Reply::Sessions(
+                all_ids()
+                    .into_iter()
+                    .filter_map(|id| self.info(id))
+                    .collect(),
+            ),
             Query::Sessions(Some(group)) => {
                 Reply::Sessions(members(&group).filter_map(|id| self.info(id)).collect())
             }

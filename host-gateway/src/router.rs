@@ -276,8 +276,7 @@ impl Router {
             RouterMsg::Closed { id } => {
                 if let Some(client) = self.registry.remove(id) {
                     // What this batch staged for it cannot be written: counted as dropped.
-                    let refused = client.handle.flush(id);
-                    add(&self.counters.dropped, refused as u64);
+                    queue_staged(&self.counters, id, &client.handle);
                     let uid = client.uid;
                     let session = client.session;
                     self.emit(
@@ -354,10 +353,7 @@ impl Router {
     pub fn flush(&mut self) {
         for id in self.staged.get_mut().drain(..) {
             if let Some(client) = self.registry.get(id) {
-                let refused = client.handle.flush(id);
-                if refused > 0 {
-                    add(&self.counters.dropped, refused as u64);
-                }
+                queue_staged(&self.counters, id, &client.handle);
             }
         }
     }
@@ -407,6 +403,14 @@ impl Router {
     pub(crate) fn client_counts(&self) -> (u64, u64) {
         let telnet = self.registry.telnet_count();
         (telnet, self.registry.len() as u64 - telnet)
+    }
+}
+
+/// Queues what is staged for connection `id`, counting the messages refused as dropped.
+fn queue_staged(counters: &Counters, id: ClientId, handle: &ClientHandle) {
+    let refused = handle.flush(id);
+    if refused > 0 {
+        add(&counters.dropped, refused as u64);
     }
 }
 

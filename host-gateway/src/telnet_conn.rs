@@ -302,18 +302,20 @@ fn write_queue<'a>(
                 Recv::Interrupted => return rx.status().end(),
                 Recv::Closed => return End::ClosedByWorker,
             };
-            if rx.len() + 1 >= COALESCE_LINES {
+            let mut waiting = rx.len();
+            if waiting + 1 >= COALESCE_LINES {
                 // Many lines at once: a burst, likely to go on. One round of the scheduler
                 // lets the router queue what it is handling, and this write carries it too
                 // (a write costs the kernel far more than a line). Nothing is built before
                 // the wait, so writers waiting together hold no buffers. A lone line goes
                 // at once.
                 tokio::task::yield_now().await;
+                waiting = rx.len();
             }
             buf.clear();
             // Room for all that waits, guessed from the first item (a burst's lines are much
             // alike): one allocation a write rather than doubling up from one line.
-            buf.reserve((wire_len(&first) * (1 + rx.len())).min(WRITE_BATCH));
+            buf.reserve((wire_len(&first) * (1 + waiting)).min(WRITE_BATCH));
             let mut lines = 0;
             let mut close = push(&mut buf, first, id, counters, &mut lines);
             if !close && buf.len() < WRITE_BATCH {
