@@ -11,9 +11,9 @@
 //! A stored block: its number (8 bytes, big-endian), then its lines, postcard one after
 //! another; its key is `number % BLOCKS`, so each block overwrites one [`BLOCKS`] older. A
 //! block damaged part-way keeps the lines before the damage, with a warning: history is not
-//! worth failing for. The two layouts before this one (tree `history`, a key per line in
-//! arrival order, and tree `history_ring`, a ring of single lines) move in when the store
-//! opens.
+//! worth failing for. The layouts before this one (tree `history`, a key per line in arrival
+//! order; tree `history_ring`, a ring of single lines; rings of blocks of another size) move
+//! in when the store opens.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -85,10 +85,11 @@ fn slot(number: u64) -> [u8; 2] {
 }
 
 /// A stored value's block number and lines, and how many of its bytes hold whole lines.
-/// `None` for a value too short for its number (damaged, skipped with a warning).
-fn parse(key: &[u8], value: &[u8]) -> Option<(u64, Vec<HistoryEntry>, usize)> {
+/// `None` for a value too short for its number (damaged, skipped with a warning). `at` says
+/// where it was, for the warnings (a slot, or an older ring's tree name).
+fn parse(at: &[u8], value: &[u8]) -> Option<(u64, Vec<HistoryEntry>, usize)> {
     let Some((number, mut rest)) = value.split_first_chunk::<8>() else {
-        tracing::warn!(slot = ?key, "damaged history block skipped");
+        tracing::warn!(at = ?at, "damaged history block skipped");
         return None;
     };
     let mut lines = Vec::with_capacity(BLOCK_LINES);
@@ -99,7 +100,7 @@ fn parse(key: &[u8], value: &[u8]) -> Option<(u64, Vec<HistoryEntry>, usize)> {
                 rest = after;
             }
             Err(err) => {
-                tracing::warn!(slot = ?key, kept = lines.len(), cause = %err, "damaged history block: the lines after the damage skipped");
+                tracing::warn!(at = ?at, kept = lines.len(), cause = %err, "damaged history block: the lines after the damage skipped");
                 break;
             }
         }
@@ -107,8 +108,10 @@ fn parse(key: &[u8], value: &[u8]) -> Option<(u64, Vec<HistoryEntry>, usize)> {
     Some((u64::from_be_bytes(*number), lines, value.len() - rest.len()))
 }
 
-/// The ring's stored blocks as `(number, value)`, newest first.
-fn stored(tree: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
+/// The stored blocks of `tree` as `(number, value)`, newest first. With `in_slot`, a block
+/// is only taken from its own slot (this ring; a block elsewhere is damaged and skipped
+/// with a warning); without, from any (a ring of another geometry being moved in).
+fn stored(tree: &Tree, in_slot: bool) -> Result<Vec<(u64, IVec)>, StoreError> {
     let mut blocks = Vec::with_capacity(BLOCKS as usize);
     for item in tree.iter() {
         let (key, value) = item?;
@@ -116,7 +119,7 @@ fn stored(tree: &Tree) -> Result<Vec<(u64, IVec)>, StoreError> {
             continue; // MOVED_KEY
         }
         match value.first_chunk::<8>().map(|n| u64::from_be_bytes(*n)) {
-            Some(number) if slot(number) == key[..] => blocks.push((number, value)),
+            Some(number) if !in_slot || slot(number) == key[..] => blocks.push((number, value)),
             _ => tracing::warn!(slot = ?&key[..], "damaged history block skipped"),
         }
     }
@@ -193,7 +196,7 @@ impl HistoryRing {
             (block.number, vec![lines.unwrap_or_default()])
         };
         let mut count = newest_first[0].len();
-        for (number, value) in stored(&self.tree)? {
+        for (number, value) in stored(&self.tree, true)? {
             if count >= n {
                 break;
             }
@@ -232,7 +235,7 @@ fn write_behind(ring: Weak<HistoryRing>) {
 
 /// The block to fill next: the newest stored one if it has room, else a fresh one after it.
 fn resume(tree: &Tree) -> Result<Block, StoreError> {
-    let Some((number, value)) = stored(tree)?.into_iter().next() else {
+    let Some((number, value)) = stored(tree, true)?.into_iter().next() else {
         return Ok(Block::empty(0));
     };
     match parse(&slot(number), &value) {
@@ -291,9 +294,10 @@ fn move_older_layouts(db: &Db, ring: &Tree) -> Result<(), StoreError> {
             );
         }
         for name in &block_rings {
-            let mut blocks = stored_any_geometry(&db.open_tree(name)?)?;
-            blocks.reverse();
-            lines.extend(blocks.into_iter().flatten());
+            let blocks = stored(&db.open_tree(name)?, false)?;
+            let oldest_first = blocks.iter().rev();
+            let blocks = oldest_first.filter_map(|(_, value)| parse(name, value));
+            lines.extend(blocks.flat_map(|(_, lines, _)| lines));
         }
         lines.drain(..lines.len().saturating_sub(MAX_HISTORY));
         let mut next = resume(ring)?;
@@ -339,22 +343,6 @@ fn whole_line(bytes: &[u8]) -> Option<HistoryEntry> {
             None
         }
     }
-}
-
-/// The lines of a ring of blocks of any geometry, newest block first (whatever its slot).
-fn stored_any_geometry(tree: &Tree) -> Result<Vec<Vec<HistoryEntry>>, StoreError> {
-    let mut blocks = Vec::new();
-    for item in tree.iter() {
-        let (key, value) = item?;
-        if key.len() != 2 {
-            continue; // a MOVED_KEY
-        }
-        if let Some((number, lines, _)) = parse(&key, &value) {
-            blocks.push((number, lines));
-        }
-    }
-    blocks.sort_unstable_by_key(|(number, _)| std::cmp::Reverse(*number));
-    Ok(blocks.into_iter().map(|(_, lines)| lines).collect())
 }
 
 /// The lines of the single-line ring, oldest first (values too short for their sequence
@@ -410,6 +398,16 @@ mod tests {
         let db = sled::open(dir).unwrap();
         let ring = HistoryRing::open(&db).unwrap();
         (db, ring)
+    }
+
+    /// Opens the store over older layouts holding lines 0 to 4, adds line 5, and checks all
+    /// six come back in order and the trees `gone` were dropped.
+    fn lines_0_to_4_moved_in(dir: &std::path::Path, gone: &[&[u8]]) {
+        let (db, ring) = open(dir);
+        ring.append(&line(5)).unwrap();
+        assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..6));
+        let names = db.tree_names();
+        assert!(!names.iter().any(|n| gone.contains(&&n[..])));
     }
 
     #[test]
@@ -489,13 +487,7 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let (db, ring) = open(dir.path());
-        ring.append(&line(5)).unwrap();
-        assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..6));
-        let names = db.tree_names();
-        assert!(!names
-            .iter()
-            .any(|n| n == b"history" || n == b"history_ring"));
+        lines_0_to_4_moved_in(dir.path(), &[b"history", b"history_ring"]);
     }
 
     #[test]
@@ -624,13 +616,7 @@ mod tests {
             per_line.insert(1u64.to_be_bytes(), trailing).unwrap();
             db.flush().unwrap();
         }
-        let (db, ring) = open(dir.path());
-        ring.append(&line(5)).unwrap();
-        assert_eq!(texts(ring.recent(10).unwrap()), numbers(0..6));
-        let names = db.tree_names();
-        assert!(!names
-            .iter()
-            .any(|n| n == b"history_blocks" || n == b"history"));
+        lines_0_to_4_moved_in(dir.path(), &[b"history_blocks", b"history"]);
         assert!(is_other_block_ring(b"history_16x64"));
         assert!(!is_other_block_ring(tree_name().as_bytes()));
         assert!(!is_other_block_ring(b"history_ring"));
