@@ -8,7 +8,6 @@ use std::sync::Arc;
 use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply, Session};
 
 use crate::connection::Outgoing;
-use crate::registry::Client;
 use crate::router::{accepts, Router};
 use crate::stats::bump;
 
@@ -50,8 +49,8 @@ impl Router {
                 let body = Arc::new(body);
                 let exclude = Exclude::new(exclude);
                 for (id, client) in self.registry.iter() {
-                    if !exclude.contains(id) {
-                        self.offer_body(*id, client, &body);
+                    if !exclude.contains(id) && accepts(client.handle.kind, &body) {
+                        self.offer_shared(*id, &client.handle, &body);
                     }
                 }
             }
@@ -60,7 +59,7 @@ impl Router {
                 if let [uid] = uids.as_slice() {
                     // The usual case (a private message): the uid's own index, no set built.
                     let members = self.registry.uid_members(uid).into_iter().flatten();
-                    self.broadcast(members.copied(), &body);
+                    self.broadcast(members.copied(), body);
                 } else {
                     let mut ids = BTreeSet::new();
                     for uid in &uids {
@@ -68,7 +67,7 @@ impl Router {
                             ids.extend(members);
                         }
                     }
-                    self.broadcast(ids, &body);
+                    self.broadcast(ids, body);
                 }
             }
             Command::SendToGroup {
@@ -83,7 +82,7 @@ impl Router {
                     // rather than copying every member into a set first.
                     let members = self.registry.group_members(group).into_iter().flatten();
                     let ids = members.copied().filter(|id| !exclude.contains(id));
-                    self.broadcast(ids, &body);
+                    self.broadcast(ids, body);
                 } else {
                     let mut ids = BTreeSet::new();
                     for group in &groups {
@@ -91,7 +90,7 @@ impl Router {
                             ids.extend(members.iter().filter(|id| !exclude.contains(id)));
                         }
                     }
-                    self.broadcast(ids, &body);
+                    self.broadcast(ids, body);
                 }
             }
             Command::BindUid { client, uid } => {
@@ -141,19 +140,22 @@ impl Router {
     }
 
     /// Sends to each of `ids` that takes this kind of body; the others are skipped silently
-    /// (a line for everyone is not for devices).
-    fn broadcast(&self, ids: impl IntoIterator<Item = ClientId>, body: &Arc<Outbound>) {
-        for id in ids {
-            if let Some(client) = self.registry.get(id) {
-                self.offer_body(id, client, body);
+    /// (a line for everyone is not for devices). The last recipient gets `body` itself: a
+    /// message for one connection (a private one) is staged without a copy.
+    fn broadcast(&self, ids: impl IntoIterator<Item = ClientId>, body: Arc<Outbound>) {
+        let mut ids = ids.into_iter().peekable();
+        while let Some(id) = ids.next() {
+            let Some(client) = self.registry.get(id) else {
+                continue;
+            };
+            if !accepts(client.handle.kind, &body) {
+                continue;
             }
-        }
-    }
-
-    /// One recipient of a broadcast: skipped silently if it does not take this kind of body.
-    fn offer_body(&self, id: ClientId, client: &Client, body: &Arc<Outbound>) {
-        if accepts(client.handle.kind, body) {
-            self.offer(id, &client.handle, Outgoing::Send(body.clone()));
+            if ids.peek().is_none() {
+                self.offer(id, &client.handle, Outgoing::Send(body));
+                return;
+            }
+            self.offer_shared(id, &client.handle, &body);
         }
     }
 

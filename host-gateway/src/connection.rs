@@ -20,7 +20,7 @@ use futures::future::Either;
 use tokio::sync::mpsc;
 
 use crate::heartbeat::{now_ms, Activity};
-use crate::mailbox::{self, TrySendError};
+use crate::mailbox::{self, TrySendError, Weigh};
 use crate::router::RouterMsg;
 use crate::server::Context;
 use crate::stats::bump;
@@ -29,7 +29,18 @@ use crate::stats::bump;
 #[derive(Debug)]
 pub enum Outgoing {
     /// A message to write; shared so a broadcast costs one allocation, not one per client.
+    /// Lines for telnet users do not stay this way: staging renders them into `Text`.
     Send(Arc<Outbound>),
+    /// Lines for a telnet user, rendered by the router as it staged them (each ends in
+    /// `\r\n`): a burst of them is one item, copied once and written without another copy,
+    /// with no reference count touched per recipient. Weighs `lines` against the queue's
+    /// bound.
+    Text {
+        /// The bytes to write.
+        bytes: Vec<u8>,
+        /// How many lines they are.
+        lines: usize,
+    },
     /// The peer has been silent for an interval: ping it (heartbeat).
     Ping,
     /// The client's message was not accepted (no worker and the pending queue is full).
@@ -42,6 +53,17 @@ pub enum Outgoing {
         /// The last message.
         farewell: Option<Arc<Outbound>>,
     },
+}
+
+impl Weigh for Outgoing {
+    /// A run of text counts its lines against the queue's bound (`client_queue` counts
+    /// messages, however the router packed them).
+    fn weight(&self) -> usize {
+        match self {
+            Outgoing::Text { lines, .. } => *lines,
+            _ => 1,
+        }
+    }
 }
 
 /// Why a connection is stopped from outside its task.
@@ -110,9 +132,26 @@ pub struct ClientHandle {
     staged: RefCell<Vec<Outgoing>>,
 }
 
+/// Appends one rendered line to the staged run of text it continues, if any; `false` if
+/// the last staged item is not text (the caller starts a run).
+fn extend_text(staged: &mut [Outgoing], text: &str) -> bool {
+    let Some(Outgoing::Text { bytes, lines }) = staged.last_mut() else {
+        return false;
+    };
+    bytes.reserve(text.len() + 2);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    *lines += 1;
+    true
+}
+
+/// Lines a new run of copied text has room for: a broadcast burst's share for one
+/// connection usually fits without growing.
+const TEXT_ROOM: usize = 8;
+
 /// Room staging takes for its first item: a broadcast burst's share for one connection
 /// usually fits, and the queue takes the allocation over as it is.
-const STAGE_ROOM: usize = 16;
+const STAGE_ROOM: usize = 4;
 
 impl ClientHandle {
     fn new(kind: ClientKind, tx: mailbox::Sender<Outgoing, Status>) -> ClientHandle {
@@ -124,9 +163,50 @@ impl ClientHandle {
         }
     }
 
-    /// Stages `item` for the queue, after what is staged already. Returns `true` if nothing
-    /// was staged before: the caller lists the connection for [`ClientHandle::flush`].
+    /// Stages `item` for the queue, after what is staged already. A line for a telnet user
+    /// joins the run of rendered text (taking the line's own buffer over when nobody else
+    /// holds it). Returns `true` if nothing was staged before: the caller lists the
+    /// connection for [`ClientHandle::flush`].
     pub fn stage(&self, item: Outgoing) -> bool {
+        let item = match item {
+            Outgoing::Send(body) if self.kind == ClientKind::Telnet => {
+                match Arc::try_unwrap(body) {
+                    Ok(Outbound::Line(text)) => {
+                        let mut staged = self.staged.borrow_mut();
+                        if extend_text(&mut staged, &text) {
+                            return false;
+                        }
+                        let mut bytes = text.into_bytes();
+                        bytes.extend_from_slice(b"\r\n");
+                        Outgoing::Text { bytes, lines: 1 }
+                    }
+                    Ok(device) => Outgoing::Send(Arc::new(device)),
+                    Err(shared) => return self.stage_shared(&shared),
+                }
+            }
+            item => item,
+        };
+        self.push_staged(item)
+    }
+
+    /// Stages a body other connections get too. A telnet line is copied into the run of
+    /// rendered text (no reference counting per recipient); anything else is shared.
+    pub fn stage_shared(&self, body: &Arc<Outbound>) -> bool {
+        match (self.kind, &**body) {
+            (ClientKind::Telnet, Outbound::Line(text)) => {
+                if extend_text(&mut self.staged.borrow_mut(), text) {
+                    return false;
+                }
+                let mut bytes = Vec::with_capacity((text.len() + 2) * TEXT_ROOM);
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+                self.push_staged(Outgoing::Text { bytes, lines: 1 })
+            }
+            _ => self.push_staged(Outgoing::Send(Arc::clone(body))),
+        }
+    }
+
+    fn push_staged(&self, item: Outgoing) -> bool {
         let mut staged = self.staged.borrow_mut();
         if staged.capacity() == 0 {
             staged.reserve_exact(STAGE_ROOM);
@@ -148,10 +228,12 @@ impl ClientHandle {
         if full && self.kick(Kick::TooSlow) {
             tracing::warn!(conn = %id, "outbound queue full, disconnecting slow client");
         }
-        let messages = staged
-            .iter()
-            .filter(|item| matches!(item, Outgoing::Send(_)));
-        messages.count()
+        let messages = staged.iter().map(|item| match item {
+            Outgoing::Send(_) => 1,
+            Outgoing::Text { lines, .. } => *lines,
+            _ => 0,
+        });
+        messages.sum()
     }
 
     /// Stops the connection from outside: it drops what is queued and ends with `why`.
@@ -293,5 +375,102 @@ pub fn to_router(router: &mpsc::Sender<RouterMsg>, msg: RouterMsg) -> ToRouter<'
         Err(mpsc::error::TrySendError::Full(msg)) => {
             Either::Right(Box::pin(async move { router.send(msg).await.is_ok() }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Recv;
+
+    fn line(text: &str) -> Arc<Outbound> {
+        Arc::new(Outbound::Line(text.to_owned()))
+    }
+
+    /// Everything queued, as the writer sees it.
+    fn drain(rx: &mut Outbox) -> Vec<Outgoing> {
+        let mut got = Vec::new();
+        rx.try_recv_while(|item| {
+            got.push(item);
+            true
+        });
+        got
+    }
+
+    #[test]
+    fn a_batch_of_lines_reaches_a_telnet_queue_as_one_run_of_rendered_text() {
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 10);
+        let shared = line("everyone");
+        assert!(
+            handle.stage_shared(&shared),
+            "the first item lists the connection"
+        );
+        assert!(!handle.stage(Outgoing::Send(line("just you"))));
+        assert!(!handle.stage_shared(&shared));
+        assert!(!handle.stage(Outgoing::Ping), "a ping ends the run");
+        assert!(!handle.stage_shared(&shared));
+        assert_eq!(Arc::strong_count(&shared), 1, "copied, not referenced");
+        assert_eq!(handle.flush(ClientId(1)), 0);
+        assert_eq!(rx.load(), 5, "the bound counts lines, not items");
+        let got = drain(&mut rx);
+        let [Outgoing::Text { bytes, lines: 3 }, Outgoing::Ping, Outgoing::Text {
+            bytes: last,
+            lines: 1,
+        }] = got.as_slice()
+        else {
+            panic!("unexpected items: {got:?}");
+        };
+        assert_eq!(bytes.as_slice(), b"everyone\r\njust you\r\neveryone\r\n");
+        assert_eq!(last.as_slice(), b"everyone\r\n");
+    }
+
+    #[test]
+    fn a_line_for_one_telnet_user_is_queued_in_its_own_buffer() {
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 10);
+        let mut text = String::with_capacity(16);
+        text.push_str("private");
+        let at = text.as_ptr();
+        handle.stage(Outgoing::Send(Arc::new(Outbound::Line(text))));
+        handle.flush(ClientId(1));
+        match rx.try_recv() {
+            Some(Outgoing::Text { bytes, lines: 1 }) => {
+                assert_eq!(bytes, b"private\r\n");
+                assert_eq!(bytes.as_ptr(), at, "no copy");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn devices_get_bodies_shared_not_rendered() {
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::DeviceTcp, 10);
+        let shared = line("not for devices, but the writer decides");
+        handle.stage_shared(&shared);
+        handle.stage(Outgoing::Send(line("mine")));
+        handle.flush(ClientId(1));
+        let got = drain(&mut rx);
+        assert!(
+            matches!(got.as_slice(), [Outgoing::Send(a), Outgoing::Send(_)] if Arc::ptr_eq(a, &shared)),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_longer_than_the_queue_kicks_the_client_and_counts_every_line_dropped() {
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 3);
+        handle.stage(Outgoing::Send(line("fits")));
+        assert_eq!(handle.flush(ClientId(1)), 0);
+        let shared = line("burst");
+        for _ in 0..3 {
+            handle.stage_shared(&shared);
+        }
+        assert_eq!(handle.flush(ClientId(1)), 3, "3 lines do not fit beside 1");
+        assert!(matches!(rx.recv().await, Recv::Interrupted));
+        assert!(matches!(rx.status().end(), End::TooSlow));
+        assert_eq!(
+            rx.load(),
+            1,
+            "what was queued before stays for the kick to drop"
+        );
     }
 }

@@ -330,6 +330,10 @@ impl Encoder {
     fn push(&mut self, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
         match item {
             Outgoing::Send(body) => self.body(&body, id, counters),
+            Outgoing::Text { .. } => {
+                tracing::warn!(conn = %id, "telnet text for a device ignored");
+                bump(&counters.dropped);
+            }
             Outgoing::Busy { seq } => {
                 let report = ErrorReport {
                     code: ErrorCode::Busy,

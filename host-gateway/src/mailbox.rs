@@ -8,8 +8,10 @@
 //! little state both sides share (`S`: when the peer was last heard, why it was kicked) and
 //! an interrupt that jumps the queue, so a connection needs no other shared allocation.
 //!
-//! Overflow policy: [`Sender::try_send`] never waits; it fails with `Full` once `capacity`
-//! items wait, and the caller decides (the router disconnects the client as too slow).
+//! Overflow policy: [`Sender::try_send`] never waits; it fails with `Full` once the items
+//! waiting weigh `capacity` ([`Weigh`]: a run of `n` rendered lines weighs `n`, so the bound
+//! counts messages however they are packed), and the caller decides (the router disconnects
+//! the client as too slow).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -24,10 +26,18 @@ use futures::task::AtomicWaker;
 /// time). The queue gives the room back when it is drained.
 const FIRST_ROOM: usize = 32;
 
+/// What an item counts for against the queue's capacity.
+pub trait Weigh {
+    /// Its weight: 1 unless it packs several messages.
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
 /// Why an item was not queued; it comes back.
 #[derive(Debug)]
 pub enum TrySendError<T> {
-    /// `capacity` items wait already.
+    /// The items waiting weigh `capacity` already (or this one does not fit beside them).
     Full(T),
     /// The reader is gone.
     Closed(T),
@@ -56,6 +66,9 @@ struct Shared<T, S> {
 
 struct Queue<T> {
     items: VecDeque<T>,
+    /// What `items` weigh together; at most `capacity` (which is clamped to `u32`: a
+    /// `u32` here fits in the padding, an idle connection's queue costs no more).
+    load: u32,
     reader_gone: bool,
     interrupted: bool,
 }
@@ -69,17 +82,19 @@ impl<T, S> Shared<T, S> {
     }
 }
 
-/// A bounded queue of at most `capacity` items, with `status` shared by both sides.
-pub fn mailbox<T, S>(capacity: usize, status: S) -> (Sender<T, S>, Receiver<T, S>) {
+/// A bounded queue of items weighing at most `capacity` together, with `status` shared by
+/// both sides.
+pub fn mailbox<T: Weigh, S>(capacity: usize, status: S) -> (Sender<T, S>, Receiver<T, S>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             items: VecDeque::new(),
+            load: 0,
             reader_gone: false,
             interrupted: false,
         }),
         ready: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
-        capacity,
+        capacity: capacity.min(u32::MAX as usize),
         status,
     });
     (
@@ -119,7 +134,33 @@ impl<T, S> Drop for Sender<T, S> {
     }
 }
 
-impl<T, S> Sender<T, S> {
+impl<T: Weigh> Queue<T> {
+    /// Takes `item` if it fits beside what waits within `capacity`.
+    fn fits(&self, item: &T, capacity: usize) -> bool {
+        self.load as usize + item.weight() <= capacity
+    }
+
+    fn push(&mut self, item: T) {
+        self.load += item.weight() as u32;
+        self.items.push_back(item);
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let item = self.items.pop_front()?;
+        self.load -= item.weight() as u32;
+        Some(item)
+    }
+
+    /// Gives a drained queue's room back: a burst is over, and an idle connection holds
+    /// none.
+    fn shrink_if_drained(&mut self) {
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            self.items = VecDeque::new();
+        }
+    }
+}
+
+impl<T: Weigh, S> Sender<T, S> {
     /// The state both sides share.
     pub fn status(&self) -> &S {
         &self.shared.status
@@ -139,7 +180,7 @@ impl<T, S> Sender<T, S> {
             if queue.reader_gone {
                 return Err(TrySendError::Closed(item));
             }
-            if queue.items.len() >= self.shared.capacity {
+            if !queue.fits(&item, self.shared.capacity) {
                 return Err(TrySendError::Full(item));
             }
             if queue.items.capacity() == 0 {
@@ -147,7 +188,7 @@ impl<T, S> Sender<T, S> {
                     .items
                     .reserve_exact(FIRST_ROOM.min(self.shared.capacity));
             }
-            queue.items.push_back(item);
+            queue.push(item);
             queue.items.len() == 1
         };
         // The reader drains everything before it waits, so only the first item of a burst
@@ -159,8 +200,8 @@ impl<T, S> Sender<T, S> {
     }
 
     /// Queues `items`, oldest first, under one lock and with one wake-up: as many as there
-    /// is room for. What was refused stays in `items`: the newest ones if the queue held
-    /// `capacity` (`Full`), all of them if the reader is gone (`Closed`); `items` is empty
+    /// is room for. What was refused stays in `items`: the newest ones from the first that
+    /// did not fit (`Full`), all of them if the reader is gone (`Closed`); `items` is empty
     /// on success.
     pub fn try_send_all(&self, items: &mut Vec<T>) -> Result<(), TrySendError<()>> {
         if items.is_empty() {
@@ -171,14 +212,23 @@ impl<T, S> Sender<T, S> {
             if queue.reader_gone {
                 return Err(TrySendError::Closed(()));
             }
-            let room = self.shared.capacity.saturating_sub(queue.items.len());
-            let accepted = items.len().min(room);
+            let mut load = queue.load as usize;
+            let accepted = items
+                .iter()
+                .take_while(|item| {
+                    load += item.weight();
+                    load <= self.shared.capacity
+                })
+                .count();
             let was_empty = queue.items.is_empty();
             if accepted == items.len() && queue.items.capacity() == 0 {
                 // The usual case: the queue takes the caller's allocation over, no copy.
+                queue.load = load as u32;
                 queue.items = VecDeque::from(std::mem::take(items));
             } else {
-                queue.items.extend(items.drain(..accepted));
+                for item in items.drain(..accepted) {
+                    queue.push(item);
+                }
             }
             was_empty && accepted > 0
         };
@@ -198,7 +248,7 @@ pub struct Receiver<T, S = ()> {
     shared: Arc<Shared<T, S>>,
 }
 
-impl<T, S> Receiver<T, S> {
+impl<T: Weigh, S> Receiver<T, S> {
     /// The state both sides share.
     pub fn status(&self) -> &S {
         &self.shared.status
@@ -245,8 +295,8 @@ impl<T, S> Receiver<T, S> {
             if std::mem::take(&mut queue.interrupted) {
                 return Some(Recv::Interrupted);
             }
-            if let Some(item) = queue.items.pop_front() {
-                shrink_if_drained(&mut queue.items);
+            if let Some(item) = queue.pop() {
+                queue.shrink_if_drained();
                 return Some(Recv::Item(item));
             }
         }
@@ -262,9 +312,9 @@ impl<T, S> Receiver<T, S> {
         self.shared.lock().items.is_empty()
     }
 
-    /// How many items wait.
-    pub fn len(&self) -> usize {
-        self.shared.lock().items.len()
+    /// What the waiting items weigh together (for the telnet writer, how many lines wait).
+    pub fn load(&self) -> usize {
+        self.shared.lock().load as usize
     }
 
     /// Hands the waiting items to `take`, oldest first, under one lock (not one per item)
@@ -273,27 +323,20 @@ impl<T, S> Receiver<T, S> {
     /// to its 64 KiB write batch; with one runtime thread, the default, nobody waits).
     pub fn try_recv_while(&mut self, mut take: impl FnMut(T) -> bool) {
         let mut queue = self.shared.lock();
-        while let Some(item) = queue.items.pop_front() {
+        while let Some(item) = queue.pop() {
             if !take(item) {
                 break;
             }
         }
-        shrink_if_drained(&mut queue.items);
+        queue.shrink_if_drained();
     }
 
     /// The next item if one waits.
     pub fn try_recv(&mut self) -> Option<T> {
         let mut queue = self.shared.lock();
-        let item = queue.items.pop_front();
-        shrink_if_drained(&mut queue.items);
+        let item = queue.pop();
+        queue.shrink_if_drained();
         item
-    }
-}
-
-/// Gives a drained queue's room back: a burst is over, and an idle connection holds none.
-fn shrink_if_drained<T>(items: &mut VecDeque<T>) {
-    if items.is_empty() && items.capacity() > 0 {
-        *items = VecDeque::new();
     }
 }
 
@@ -302,12 +345,58 @@ impl<T, S> Drop for Receiver<T, S> {
         let mut queue = self.shared.lock();
         queue.reader_gone = true;
         queue.items = VecDeque::new();
+        queue.load = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Weigh for i32 {}
+    impl Weigh for &str {}
+
+    /// A run of `.0` messages.
+    #[derive(Debug, PartialEq)]
+    struct Run(usize);
+
+    impl Weigh for Run {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_bound_counts_what_items_weigh() {
+        let (tx, mut rx) = mailbox(10, ());
+        tx.try_send(Run(6)).unwrap();
+        assert_eq!(rx.load(), 6);
+        assert!(matches!(
+            tx.try_send(Run(5)),
+            Err(TrySendError::Full(Run(5)))
+        ));
+        let mut batch = vec![Run(3), Run(1), Run(1)];
+        assert!(matches!(
+            tx.try_send_all(&mut batch),
+            Err(TrySendError::Full(()))
+        ));
+        assert_eq!(
+            batch,
+            [Run(1)],
+            "what came after the first misfit comes back"
+        );
+        assert_eq!(rx.load(), 10);
+        assert_eq!(rx.try_recv(), Some(Run(6)));
+        assert_eq!(rx.load(), 4);
+        tx.try_send(Run(5)).unwrap();
+        let mut got = Vec::new();
+        rx.try_recv_while(|run| {
+            got.push(run);
+            true
+        });
+        assert_eq!(got, [Run(3), Run(1), Run(5)]);
+        assert_eq!(rx.load(), 0);
+    }
 
     #[test]
     fn a_batch_read_stops_where_the_reader_says_and_leaves_the_rest_queued() {

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::link::{ClientId, ClientKind, Event, Inbound, Reply, RouteChange};
+use protocol::link::{ClientId, ClientKind, Event, Inbound, Outbound, Reply, RouteChange};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -343,6 +343,13 @@ impl Router {
     /// handled ends.
     pub(crate) fn offer(&self, id: ClientId, handle: &ClientHandle, item: Outgoing) {
         if handle.stage(item) {
+            self.staged.borrow_mut().push(id);
+        }
+    }
+
+    /// [`Router::offer`] for a body other connections get too.
+    pub(crate) fn offer_shared(&self, id: ClientId, handle: &ClientHandle, body: &Arc<Outbound>) {
+        if handle.stage_shared(body) {
             self.staged.borrow_mut().push(id);
         }
     }
