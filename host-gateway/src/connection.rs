@@ -28,13 +28,15 @@ use crate::stats::bump;
 /// One item of a connection's outbound queue.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A message to write; shared so a broadcast costs one allocation, not one per client.
-    /// Lines for telnet users do not stay this way: staging renders them into `Text`.
+    /// A message to write, shared by its recipients (device frames; a telnet connection
+    /// gets one only from its own task: the router renders lines into `Text`).
     Send(Arc<Outbound>),
     /// Lines for a telnet user, rendered by the router as it staged them (each ends in
-    /// `\r\n`): a burst of them is one item, copied once and written without another copy,
-    /// with no reference count touched per recipient. Weighs `lines` against the queue's
-    /// bound.
+    /// `\r\n`): what a batch sends one connection is one item, the text copied once per
+    /// recipient with no reference count touched (and written from this buffer when it is
+    /// all that waits). Weighs `lines` against the queue's bound, so a queue holds at most
+    /// `client_queue` lines, each its own bytes (up to twice that in room, see
+    /// [`extend_text`]).
     Text {
         /// The bytes to write.
         bytes: Vec<u8>,
@@ -133,7 +135,9 @@ pub struct ClientHandle {
 }
 
 /// Appends one rendered line to the staged run of text it continues, if any; `false` if
-/// the last staged item is not text (the caller starts a run).
+/// the last staged item is not text (the caller starts a run). A run starts at the size of
+/// its first line and grows by doubling, so a slow client's queue holds at most twice the
+/// bytes of its lines.
 fn extend_text(staged: &mut [Outgoing], text: &str) -> bool {
     let Some(Outgoing::Text { bytes, lines }) = staged.last_mut() else {
         return false;
@@ -144,10 +148,6 @@ fn extend_text(staged: &mut [Outgoing], text: &str) -> bool {
     *lines += 1;
     true
 }
-
-/// Lines a new run of copied text has room for: a broadcast burst's share for one
-/// connection usually fits without growing.
-const TEXT_ROOM: usize = 8;
 
 /// Room staging takes for its first item: a broadcast burst's share for one connection
 /// usually fits, and the queue takes the allocation over as it is.
@@ -164,16 +164,18 @@ impl ClientHandle {
     }
 
     /// Stages `item` for the queue, after what is staged already. A line for a telnet user
-    /// joins the run of rendered text (taking the line's own buffer over when nobody else
-    /// holds it). Returns `true` if nothing was staged before: the caller lists the
-    /// connection for [`ClientHandle::flush`].
+    /// joins the run of rendered text; one that nobody else holds and that starts a run
+    /// becomes it, its buffer taken over (the terminator may grow it). Returns `true` if
+    /// nothing was staged before: the caller lists the connection for
+    /// [`ClientHandle::flush`].
     pub fn stage(&self, item: Outgoing) -> bool {
         let item = match item {
-            Outgoing::Send(body) if self.kind == ClientKind::Telnet => {
+            Outgoing::Send(body)
+                if self.kind == ClientKind::Telnet && matches!(*body, Outbound::Line(_)) =>
+            {
                 match Arc::try_unwrap(body) {
                     Ok(Outbound::Line(text)) => {
-                        let mut staged = self.staged.borrow_mut();
-                        if extend_text(&mut staged, &text) {
+                        if extend_text(&mut self.staged.borrow_mut(), &text) {
                             return false;
                         }
                         let mut bytes = text.into_bytes();
@@ -197,7 +199,7 @@ impl ClientHandle {
                 if extend_text(&mut self.staged.borrow_mut(), text) {
                     return false;
                 }
-                let mut bytes = Vec::with_capacity((text.len() + 2) * TEXT_ROOM);
+                let mut bytes = Vec::with_capacity(text.len() + 2);
                 bytes.extend_from_slice(text.as_bytes());
                 bytes.extend_from_slice(b"\r\n");
                 self.push_staged(Outgoing::Text { bytes, lines: 1 })
@@ -413,6 +415,7 @@ mod tests {
         assert_eq!(handle.flush(ClientId(1)), 0);
         assert_eq!(rx.load(), 5, "the bound counts lines, not items");
         let got = drain(&mut rx);
+        assert_eq!(rx.load(), 0);
         let [Outgoing::Text { bytes, lines: 3 }, Outgoing::Ping, Outgoing::Text {
             bytes: last,
             lines: 1,
@@ -427,6 +430,7 @@ mod tests {
     #[test]
     fn a_line_for_one_telnet_user_is_queued_in_its_own_buffer() {
         let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 10);
+        // With room for the terminator, so the buffer cannot move.
         let mut text = String::with_capacity(16);
         text.push_str("private");
         let at = text.as_ptr();

@@ -21,7 +21,7 @@ use crate::connection::{Conn, End, Outbox, Outgoing};
 use crate::heartbeat::Activity;
 use crate::mailbox::Recv;
 use crate::server::Context;
-use crate::stats::{bump, Counters};
+use crate::stats::{add, bump, Counters};
 
 /// At most one error report per this interval: a device spewing garbage (wrong baud rate,
 /// say) must not get a flood back that its own small buffers cannot take.
@@ -330,9 +330,9 @@ impl Encoder {
     fn push(&mut self, item: Outgoing, id: ClientId, counters: &Counters) -> bool {
         match item {
             Outgoing::Send(body) => self.body(&body, id, counters),
-            Outgoing::Text { .. } => {
+            Outgoing::Text { lines, .. } => {
                 tracing::warn!(conn = %id, "telnet text for a device ignored");
-                bump(&counters.dropped);
+                add(&counters.dropped, lines as u64);
             }
             Outgoing::Busy { seq } => {
                 let report = ErrorReport {

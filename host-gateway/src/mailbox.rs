@@ -320,7 +320,7 @@ impl<T: Weigh, S> Receiver<T, S> {
     /// Hands the waiting items to `take`, oldest first, under one lock (not one per item)
     /// until none is left or `take` returns `false`; the rest stay queued. `take` runs
     /// while senders wait for the lock, so it should only copy (the telnet writer copies up
-    /// to its 64 KiB write batch; with one runtime thread, the default, nobody waits).
+    /// to its 64 KiB write batch and one run of text; with one runtime thread, the default, nobody waits).
     pub fn try_recv_while(&mut self, mut take: impl FnMut(T) -> bool) {
         let mut queue = self.shared.lock();
         while let Some(item) = queue.pop() {

@@ -31,12 +31,13 @@ use crate::telnet::{TelnetDecoder, TelnetItem};
 const LAST_WORDS: Duration = Duration::from_secs(1);
 /// Bytes read at once, into the stack (not kept between reads).
 const READ_CHUNK: usize = 2048;
-/// Bytes gathered from the queue into one write; bounds the write buffer.
+/// Bytes gathered from the queue into one write; bounds the write buffer (to this plus one
+/// item: a run of text the router staged in one batch is taken whole).
 const WRITE_BATCH: usize = 64 * 1024;
 /// Write buffer a connection keeps between writes while more is queued; a bigger one (after
 /// a burst) is freed.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
-/// Items found waiting at once that make the writer wait one scheduler round for more before
+/// Lines found waiting at once that make the writer wait one scheduler round for more before
 /// writing (a burst of fan-out); fewer go out at once.
 const COALESCE_LINES: usize = 8;
 /// Telnet's no-operation command: the heartbeat ping. Telnet clients ignore it and show
@@ -306,12 +307,12 @@ fn write_queue<'a>(
             if waiting + first.weight() >= COALESCE_LINES {
                 // Many lines at once: a burst, likely to go on. One round of the scheduler
                 // lets the router queue what it is handling, and this write carries it too
-                // (a write costs the kernel far more than a line). Nothing is built before
-                // the wait, so writers waiting together hold no buffers. A lone line goes
-                // at once.
+                // (a write costs the kernel far more than a line). No write buffer is built
+                // before the wait. A lone line goes at once.
                 tokio::task::yield_now().await;
                 waiting = rx.load();
             }
+            let mut close = false;
             if let (0, Outgoing::Text { bytes, lines }) = (waiting, &first) {
                 // Nothing else waits: the router's rendered lines go from their own
                 // buffer, no copy.
@@ -319,25 +320,25 @@ fn write_queue<'a>(
                 if let Err(end) = write_all(stream, bytes, Some(rx)).await {
                     return end;
                 }
-                continue;
-            }
-            buf.clear();
-            // Room for all that waits, guessed from the first item's lines (a burst's lines
-            // are much alike): one allocation a write rather than doubling up from one line.
-            let per_line = wire_len(&first) / first.weight().max(1);
-            buf.reserve((wire_len(&first) + per_line * waiting).min(WRITE_BATCH));
-            let mut lines = 0;
-            let mut close = push(&mut buf, first, id, counters, &mut lines);
-            if !close && buf.len() < WRITE_BATCH {
-                // The rest of what waits, under one lock of the queue.
-                rx.try_recv_while(|next| {
-                    close = push(&mut buf, next, id, counters, &mut lines);
-                    !close && buf.len() < WRITE_BATCH
-                });
-            }
-            add(&counters.messages_out, lines);
-            if let Err(end) = write_all(stream, &buf, Some(rx)).await {
-                return end;
+            } else {
+                buf.clear();
+                // Room for all that waits, guessed from the first item's lines (a burst's
+                // lines are much alike): one allocation a write rather than doubling up.
+                let per_line = wire_len(&first) / first.weight().max(1);
+                buf.reserve((wire_len(&first) + per_line * waiting).min(WRITE_BATCH));
+                let mut lines = 0;
+                close = push(&mut buf, first, id, counters, &mut lines);
+                if !close && buf.len() < WRITE_BATCH {
+                    // The rest of what waits, under one lock of the queue.
+                    rx.try_recv_while(|next| {
+                        close = push(&mut buf, next, id, counters, &mut lines);
+                        !close && buf.len() < WRITE_BATCH
+                    });
+                }
+                add(&counters.messages_out, lines);
+                if let Err(end) = write_all(stream, &buf, Some(rx)).await {
+                    return end;
+                }
             }
             if buf.capacity() > KEEP_WRITE_BUFFER || rx.is_empty() {
                 // Nothing more to write for now, or a burst is over: an idle connection keeps
