@@ -18,6 +18,7 @@ mod link_set;
 pub mod runtime;
 mod session;
 pub mod store;
+mod throttle;
 
 pub use chat::Chat;
 pub use config::{ConfigError, Routing, StoreKind, WorkerConfig};

@@ -9,6 +9,7 @@ use super::commands::{is_user_uid, said, whispered};
 use super::{now, GROUP_DEVICES, GROUP_USERS};
 use crate::handler::{Context, HandlerError};
 use crate::store::{HistoryEntry, OfflineMessage, StoreError};
+use crate::throttle::Throttle;
 
 /// Who is speaking.
 pub(super) struct Speaker<'a> {
@@ -91,8 +92,12 @@ pub(super) async fn broadcast(
         text: text.into(),
     };
     if let Err(err) = cx.store().append_history(&entry) {
-        // Losing a history line is not worth failing the message for.
-        tracing::warn!(cause = %err, "history not kept");
+        // Losing a history line is not worth failing the message for. A store that fails
+        // fails every line: logged once, then once an interval with the count.
+        static FAILED: Throttle = Throttle::new();
+        if let Some(also) = FAILED.admit() {
+            tracing::warn!(cause = %err, lines_not_kept_since_last_warning = also, "history not kept");
+        }
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use sled::{Db, IVec, Tree};
 
 use super::super::{HistoryEntry, StoreError, MAX_HISTORY};
+use crate::throttle::Throttle;
 
 /// Lines in a block.
 pub(super) const BLOCK_LINES: usize = 64;
@@ -224,11 +225,14 @@ impl Drop for HistoryRing {
 
 /// Writes the block being filled every [`WRITE_BEHIND`] while the ring lives.
 fn write_behind(ring: Weak<HistoryRing>) {
+    let failed = Throttle::new();
     loop {
         std::thread::sleep(WRITE_BEHIND);
         let Some(ring) = ring.upgrade() else { return };
         if let Err(err) = ring.write_pending() {
-            tracing::warn!(cause = %err, "history not stored yet; trying again");
+            if let Some(also) = failed.admit() {
+                tracing::warn!(cause = %err, failed_since_last_warning = also, "history not stored yet; trying again");
+            }
         }
     }
 }
