@@ -169,26 +169,22 @@ impl ClientHandle {
     /// nothing was staged before: the caller lists the connection for
     /// [`ClientHandle::flush`].
     pub fn stage(&self, item: Outgoing) -> bool {
-        let item = match item {
-            Outgoing::Send(body)
-                if self.kind == ClientKind::Telnet && matches!(*body, Outbound::Line(_)) =>
-            {
-                match Arc::try_unwrap(body) {
-                    Ok(Outbound::Line(text)) => {
-                        if extend_text(&mut self.staged.borrow_mut(), &text) {
-                            return false;
-                        }
-                        let mut bytes = text.into_bytes();
-                        bytes.extend_from_slice(b"\r\n");
-                        Outgoing::Text { bytes, lines: 1 }
-                    }
-                    Ok(device) => Outgoing::Send(Arc::new(device)),
-                    Err(shared) => return self.stage_shared(&shared),
-                }
-            }
-            item => item,
+        let Outgoing::Send(mut body) = item else {
+            return self.push_staged(item);
         };
-        self.push_staged(item)
+        if self.kind != ClientKind::Telnet {
+            return self.push_staged(Outgoing::Send(body));
+        }
+        // A line nobody else holds either joins the run or starts one with its own buffer.
+        let Some(Outbound::Line(text)) = Arc::get_mut(&mut body) else {
+            return self.stage_shared(&body);
+        };
+        if extend_text(&mut self.staged.borrow_mut(), text) {
+            return false;
+        }
+        let mut bytes = std::mem::take(text).into_bytes();
+        bytes.extend_from_slice(b"\r\n");
+        self.push_staged(Outgoing::Text { bytes, lines: 1 })
     }
 
     /// Stages a body other connections get too. A telnet line is copied into the run of

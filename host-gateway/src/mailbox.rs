@@ -212,24 +212,26 @@ impl<T: Weigh, S> Sender<T, S> {
             if queue.reader_gone {
                 return Err(TrySendError::Closed(()));
             }
+            // What the accepted items bring the queue's load to.
             let mut load = queue.load as usize;
             let accepted = items
                 .iter()
                 .take_while(|item| {
-                    load += item.weight();
-                    load <= self.shared.capacity
+                    let fits = load + item.weight() <= self.shared.capacity;
+                    if fits {
+                        load += item.weight();
+                    }
+                    fits
                 })
                 .count();
             let was_empty = queue.items.is_empty();
             if accepted == items.len() && queue.items.capacity() == 0 {
                 // The usual case: the queue takes the caller's allocation over, no copy.
-                queue.load = load as u32;
                 queue.items = VecDeque::from(std::mem::take(items));
             } else {
-                for item in items.drain(..accepted) {
-                    queue.push(item);
-                }
+                queue.items.extend(items.drain(..accepted));
             }
+            queue.load = load as u32;
             was_empty && accepted > 0
         };
         if wake {

@@ -41,7 +41,12 @@ impl Throttle {
         if due
             && self
                 .logged_at
-                .compare_exchange(last, now_ms + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    last,
+                    now_ms.saturating_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
         {
             return Some(self.skipped.swap(0, Ordering::AcqRel));
