@@ -4,8 +4,10 @@
 //! Every cluster picks its own free ports, so tests run in parallel. When a test panics,
 //! dropping the cluster prints the tail of every log in its dir.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -355,14 +357,23 @@ pub fn nickname_prompt() -> Matcher {
     })
 }
 
-/// Three free loopback ports. Bound together and released together, so they are distinct;
-/// another process could take one before the gateway binds it, which is rare enough.
+/// Three free loopback ports, none handed out before in this process; another process could
+/// take one before the gateway binds it, which is rare enough.
 pub(super) fn free_ports() -> [SocketAddr; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port"))
-        .collect();
-    let addr = |i: usize| listeners[i].local_addr().expect("a bound port's address");
-    [addr(0), addr(1), addr(2)]
+    // Ports are released before the servers bind them, so the kernel may offer one again to
+    // the next caller: a farm of several gateways started at once then had two servers on
+    // one port. Every port handed out in this process is remembered and never handed again.
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut listeners = Vec::with_capacity(3);
+    while listeners.len() < 3 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
+        let addr = listener.local_addr().expect("a bound port's address");
+        if handed.insert(addr.port()) {
+            listeners.push((listener, addr));
+        }
+    }
+    [listeners[0].1, listeners[1].1, listeners[2].1]
 }
 
 fn path_str(p: &Path) -> &str {
