@@ -71,24 +71,7 @@ impl SledStore {
     /// still exiting as its replacement starts (and sled's background threads letting go of
     /// the file a moment after a store is dropped).
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => break db,
-                // sled 0.34 try-locks the db file and reports a failure only as this message.
-                Err(sled::Error::Io(ref io))
-                    if io.to_string().contains("could not acquire lock") =>
-                {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Locked {
-                            path: dir.to_path_buf(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => return Err(StoreError::Db(other)),
-            }
-        };
+        let db = open_db(dir)?;
         let history = HistoryRing::open(&db)?;
         let user_blocks = db.open_tree("user_blocks")?;
         user_blocks.set_merge_operator(append_user);
@@ -101,6 +84,26 @@ impl SledStore {
             db,
             uids: Mutex::new(UidBlock::default()),
         })
+    }
+}
+
+/// Opens the database in `dir`, waiting up to [`LOCK_PATIENCE`] for its file lock.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            // sled 0.34 try-locks the db file and reports a failure only as this message.
+            Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(StoreError::Db(other)),
+        }
     }
 }
 

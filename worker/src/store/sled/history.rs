@@ -398,8 +398,15 @@ mod tests {
         ((seq % MAX_HISTORY as u64) as u16).to_be_bytes()
     }
 
+    /// Opens the database at `dir`, waiting for sled's background threads to let go of
+    /// the file lock of a handle dropped a moment ago (a reopen right after a drop
+    /// sometimes found it still held).
+    fn open_db(dir: &std::path::Path) -> Db {
+        crate::store::sled::open_db(dir).unwrap()
+    }
+
     fn open(dir: &std::path::Path) -> (Db, Arc<HistoryRing>) {
-        let db = sled::open(dir).unwrap();
+        let db = open_db(dir);
         let ring = HistoryRing::open(&db).unwrap();
         (db, ring)
     }
@@ -474,7 +481,7 @@ mod tests {
     fn the_older_layouts_move_in_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             let per_line = db.open_tree("history").unwrap();
             for n in 0..3 {
                 let seq = 1_000_000 + n as u64; // sled's generate_id, after a restart
@@ -498,7 +505,7 @@ mod tests {
     fn a_long_old_history_moves_only_its_newest_lines() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             let old = db.open_tree("history").unwrap();
             for n in 0..MAX_HISTORY + 10 {
                 old.insert((n as u64).to_be_bytes(), encode(&line(n)).unwrap())
@@ -517,7 +524,7 @@ mod tests {
     fn damaged_history_never_keeps_the_store_from_opening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             let old = db.open_tree("history").unwrap();
             old.insert(1u64.to_be_bytes(), encode(&line(0)).unwrap())
                 .unwrap();
@@ -551,7 +558,7 @@ mod tests {
         drop((ring, tree, db));
         // The newest block damaged too: the store still opens and goes on after what reads.
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             let tree = db.open_tree(tree_name()).unwrap();
             let mut damaged = 1u64.to_be_bytes().to_vec();
             damaged.extend(encode(&line(BLOCK_LINES)).unwrap());
@@ -571,7 +578,7 @@ mod tests {
     fn an_open_cut_short_after_moving_the_older_layouts_does_not_move_them_twice() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             let old = db.open_tree("history").unwrap();
             let blocks = db.open_tree(tree_name()).unwrap();
             let mut block = Block::empty(0);
@@ -601,7 +608,7 @@ mod tests {
     fn a_ring_of_another_geometry_moves_in_and_damaged_lines_stay_out() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path());
             // The first block layout: 16 lines a block, 64 slots, tree `history_blocks`.
             let first = db.open_tree("history_blocks").unwrap();
             for (number, range) in [(7u64, 0..3), (8, 3..5)] {
