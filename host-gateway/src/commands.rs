@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply, Session};
+use protocol::link::{ClientId, ClientInfo, Command, Outbound, Query, Reply};
 
 use crate::connection::Outgoing;
 use crate::router::{accepts, Router};
@@ -189,9 +189,7 @@ impl Router {
             Query::Uids => Reply::Uids(sorted(reg.uids())),
             Query::UidCount => Reply::Count(reg.uids().count() as u64),
             Query::Groups => Reply::Groups(sorted(reg.groups())),
-            Query::GetSession(id) => {
-                Reply::Session(reg.get(id).map(|c| Session::clone(&c.session)))
-            }
+            Query::GetSession(id) => Reply::Session(reg.get(id).map(|c| c.session.clone())),
             Query::Sessions(None) => Reply::Sessions(
                 all_ids()
                     .into_iter()
@@ -216,7 +214,7 @@ impl Router {
             client: id,
             kind: client.handle.kind,
             uid: client.uid.clone(),
-            session: Session::clone(&client.session),
+            session: client.session.clone(),
         })
     }
 }

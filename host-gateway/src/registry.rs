@@ -8,9 +8,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
-use protocol::link::{ClientId, ClientKind, RouteChange, Session};
+use protocol::link::{ClientId, ClientKind, PackedSession, RouteChange, Session};
 
 use crate::connection::ClientHandle;
 
@@ -29,9 +28,9 @@ pub struct Client {
     pub uid: Option<String>,
     /// Groups it is in.
     pub groups: BTreeSet<String>,
-    /// Its session, shared with the events that carry it (an event costs no copy; a change
-    /// copies it only while an event still holds the old one).
-    pub session: Arc<Session>,
+    /// Its session, packed and shared with the events that carry it (an event costs no
+    /// copy; a change packs a new one).
+    pub session: PackedSession,
 }
 
 /// Why a session update was refused.
@@ -85,8 +84,6 @@ pub struct Registry {
     /// Route changes not yet published, oldest first. Bounded by the work done between two
     /// publications (the router publishes after every batch of messages it handles).
     changes: Vec<RouteChange>,
-    /// The empty session every new connection starts with, shared.
-    empty: Arc<Session>,
 }
 
 fn session_bytes(session: &Session) -> usize {
@@ -130,7 +127,7 @@ impl Registry {
             handle,
             uid: None,
             groups: BTreeSet::new(),
-            session: Arc::clone(&self.empty),
+            session: PackedSession::new(),
         };
         self.clients.insert(id, client);
     }
@@ -297,7 +294,7 @@ impl Registry {
     pub fn set_session(&mut self, id: ClientId, session: Session) -> Result<(), SessionError> {
         let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
         check_session(&session)?;
-        client.session = Arc::new(session);
+        client.session = PackedSession::from_map(&session);
         Ok(())
     }
 
@@ -305,22 +302,10 @@ impl Registry {
     /// session is left as it was.
     pub fn update_session(&mut self, id: ClientId, update: Session) -> Result<(), SessionError> {
         let client = self.clients.get_mut(&id).ok_or(SessionError::NoClient)?;
-        let session = &client.session;
-        let mut keys = session.len();
-        let mut bytes = session_bytes(session);
-        for (key, value) in &update {
-            match session.get(key) {
-                Some(old) => bytes = bytes - old.len() + value.len(),
-                None => {
-                    keys += 1;
-                    bytes += key.len() + value.len();
-                }
-            }
-        }
-        if keys > MAX_SESSION_KEYS || bytes > MAX_SESSION_BYTES {
-            return Err(SessionError::TooBig { keys, bytes });
-        }
-        Arc::make_mut(&mut client.session).extend(update);
+        let mut merged = client.session.to_map();
+        merged.extend(update);
+        check_session(&merged)?;
+        client.session = PackedSession::from_map(&merged);
         Ok(())
     }
 }

@@ -265,7 +265,7 @@ impl Router {
                 let Some(client) = self.registry.get(id) else {
                     return;
                 };
-                let session = Arc::clone(&client.session);
+                let session = client.session.clone();
                 let event = Event::Message {
                     client: id,
                     session,

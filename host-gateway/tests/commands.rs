@@ -189,11 +189,11 @@ async fn sessions_travel_with_messages_and_are_bounded() {
     let expected = session(&[("a", "1"), ("b", "3"), ("c", "4")]);
     assert_eq!(
         worker.query(Query::GetSession(id)).await,
-        Reply::Session(Some(expected.clone()))
+        Reply::Session(Some(expected.clone().into()))
     );
     user.send(b"x\n").await;
     match worker.event().await {
-        Event::Message { session, .. } => assert_eq!(*session, expected),
+        Event::Message { session, .. } => assert_eq!(session.to_map(), expected),
         other => panic!("expected Message, got {other:?}"),
     }
 
@@ -222,7 +222,7 @@ async fn sessions_travel_with_messages_and_are_bounded() {
         .await;
     assert_eq!(
         worker.query(Query::GetSession(id)).await,
-        Reply::Session(Some(expected))
+        Reply::Session(Some(expected.into()))
     );
     gw.stop().await;
 }
@@ -340,7 +340,7 @@ async fn queries_answer_like_gatewayworker() {
         Reply::Sessions(infos) => {
             let got: Vec<_> = infos
                 .iter()
-                .map(|i| (i.client, i.kind, i.uid.clone(), i.session.clone()))
+                .map(|i| (i.client, i.kind, i.uid.clone(), i.session.to_map()))
                 .collect();
             assert_eq!(
                 got,

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use protocol::link::{ClientKind, Command, Event, Inbound, Outbound, Session};
+use protocol::link::{ClientKind, Command, Event, Inbound, Outbound, PackedSession};
 use protocol::{ChatIn, DeviceMsg, ErrorCode, ErrorReport, HostMsg};
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn telnet_connect_lines_negotiation_and_utf8() {
             uid,
             session,
         } => {
-            assert_eq!((client, uid, &*session), (id, None, &Session::new()));
+            assert_eq!((client, uid, session), (id, None, PackedSession::new()));
         }
         other => panic!("expected Close, got {other:?}"),
     }

@@ -4,7 +4,8 @@
 //! - [`frame`]: sans-IO framing of device messages (postcard + CRC-16 + COBS, `0x00` delimited).
 //! - [`reliable`]: which frames are acked, retry timing, and sans-IO dedup/retransmit helpers.
 //! - `link` (feature `link`): the gateway<->worker messages (events, commands, query replies),
-//!   and `link_codec`, their framing on a socket.
+//!   `link_codec`, their framing on a socket, and `session`, a connection's session packed
+//!   the way gateways keep it and events carry it.
 //! - `golden` (feature `golden`): pinned wire bytes of every device message, checked by the
 //!   host tests and meant to be checked by the firmware build too.
 //!
@@ -27,6 +28,8 @@ pub mod discovery;
 pub mod link;
 #[cfg(feature = "link")]
 pub mod link_codec;
+#[cfg(feature = "link")]
+pub mod session;
 
 #[cfg(any(test, feature = "golden"))]
 pub mod golden;

@@ -11,7 +11,6 @@
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -62,8 +61,12 @@ impl core::str::FromStr for ClientId {
 }
 
 /// A connection's session: a small string map the gateway keeps for the worker
-/// (GatewayWorker's `$_SESSION`), handed back with every event of that connection.
+/// (GatewayWorker's `$_SESSION`), handed back with every event of that connection. This is
+/// the editable form (commands that set it); it is kept and carried as a
+/// [`PackedSession`], which is the same map on the wire.
 pub type Session = BTreeMap<String, String>;
+
+pub use crate::session::PackedSession;
 
 /// What kind of peer a connection is; decides how [`Outbound`] bodies are encoded.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +129,7 @@ pub enum Event {
         client: ClientId,
         /// The sender's session as the gateway holds it (shared with the gateway's copy:
         /// an event costs no copy of it; on the wire it is the map itself).
-        #[serde(with = "shared_session")]
-        session: Arc<Session>,
+        session: PackedSession,
         /// What it sent.
         body: Inbound,
     },
@@ -138,27 +140,8 @@ pub enum Event {
         /// Its uid while it was open, if bound.
         uid: Option<String>,
         /// Its last session.
-        #[serde(with = "shared_session")]
-        session: Arc<Session>,
+        session: PackedSession,
     },
-}
-
-/// A session shared by reference: on the wire the map itself; decoded straight into its
-/// `Arc` (serde's own `Arc` support decodes into a `Box` first, one allocation more on
-/// every event).
-mod shared_session {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(
-        session: &Arc<Session>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        Session::serialize(session, s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Session>, D::Error> {
-        Session::deserialize(d).map(Arc::new)
-    }
 }
 
 impl Event {
@@ -306,7 +289,7 @@ pub enum Reply {
     /// Group names.
     Groups(Vec<String>),
     /// A session, if the connection is open.
-    Session(Option<Session>),
+    Session(Option<PackedSession>),
     /// Sessions of open connections, with their uid binding.
     Sessions(Vec<ClientInfo>),
     /// The gateway's counters.
@@ -370,7 +353,7 @@ pub struct ClientInfo {
     /// Its uid, if bound.
     pub uid: Option<String>,
     /// Its session.
-    pub session: Session,
+    pub session: PackedSession,
 }
 
 /// Everything a worker sends on a link.

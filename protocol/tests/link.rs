@@ -164,13 +164,13 @@ fn replies() -> Vec<Reply> {
         Reply::Uid(None),
         Reply::Uids(vec!["1001".into()]),
         Reply::Groups(vec![]),
-        Reply::Session(Some(session())),
+        Reply::Session(Some(session().into())),
         Reply::Session(None),
         Reply::Sessions(vec![ClientInfo {
             client: A,
             kind: ClientKind::Telnet,
             uid: Some("1001".into()),
-            session: session(),
+            session: session().into(),
         }]),
         Reply::Stats(GatewayStats {
             gateway: 3,

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use protocol::link::{ClientId, ClientKind, Session};
+use protocol::link::{ClientId, ClientKind, PackedSession, Session};
 use protocol::DeviceMsg;
 
 use crate::gateway_api::{Gateway, GatewayError};
@@ -104,7 +104,7 @@ impl Context {
 
     /// The current client's session, including changes this worker made in earlier events
     /// that the gateway had not applied yet when it sent this one. Empty on connect.
-    pub fn session(&self) -> Arc<Session> {
+    pub fn session(&self) -> PackedSession {
         self.gateway.sessions().get(self.client).unwrap_or_default()
     }
 

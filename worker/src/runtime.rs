@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use protocol::link::{Event, Inbound, Session, WorkerToGateway};
+use protocol::link::{Event, Inbound, PackedSession, WorkerToGateway};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -175,9 +175,9 @@ async fn handle<H: Handler>(
         // The handler reads the session from the cache, never from the event. A shared
         // reference, not a move: taking it out would leave a new empty map behind.
         let (session, closed) = match &event {
-            Event::Connect { .. } => (Arc::new(Session::new()), false),
-            Event::Message { session, .. } => (Arc::clone(session), false),
-            Event::Close { session, .. } => (Arc::clone(session), true),
+            Event::Connect { .. } => (PackedSession::new(), false),
+            Event::Message { session, .. } => (session.clone(), false),
+            Event::Close { session, .. } => (session.clone(), true),
         };
         gateway.sessions().begin(client, session);
         let cx = Context::new(gateway.clone(), Arc::clone(store), client);

@@ -9,17 +9,17 @@
 //! closes; with one worker per client (the gateway's routing) that does not happen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use protocol::link::{ClientId, Session};
+use protocol::link::{ClientId, PackedSession, Session};
 
 #[derive(Default)]
 struct State {
     /// The client whose event is being handled, with the session the gateway sent. Shared
     /// with the handler that reads it: reading a session copies nothing.
-    current: Option<(ClientId, Arc<Session>)>,
+    current: Option<(ClientId, PackedSession)>,
     /// Sessions this worker changed, newer than what the gateway sends with events.
-    changed: HashMap<ClientId, Arc<Session>>,
+    changed: HashMap<ClientId, PackedSession>,
 }
 
 /// Shared by the runtime (which sets the current event) and the `Gateway` handle (whose
@@ -39,7 +39,7 @@ impl SessionCache {
     }
 
     /// An event of `client` carrying `session` is about to be handled.
-    pub(crate) fn begin(&self, client: ClientId, session: Arc<Session>) {
+    pub(crate) fn begin(&self, client: ClientId, session: PackedSession) {
         self.lock().current = Some((client, session));
     }
 
@@ -53,13 +53,13 @@ impl SessionCache {
     }
 
     /// The freshest session known for `client`, if this worker tracks it.
-    pub(crate) fn get(&self, client: ClientId) -> Option<Arc<Session>> {
+    pub(crate) fn get(&self, client: ClientId) -> Option<PackedSession> {
         let state = self.lock();
         if let Some(session) = state.changed.get(&client) {
-            return Some(Arc::clone(session));
+            return Some(session.clone());
         }
         match &state.current {
-            Some((current, session)) if *current == client => Some(Arc::clone(session)),
+            Some((current, session)) if *current == client => Some(session.clone()),
             _ => None,
         }
     }
@@ -74,13 +74,13 @@ impl SessionCache {
             _ => return,
         };
         let new = if merge {
-            let mut merged = Session::clone(base);
+            let mut merged = base.to_map();
             merged.extend(session.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged
+            PackedSession::from_map(&merged)
         } else {
-            session.clone()
+            PackedSession::from_map(session)
         };
-        state.changed.insert(client, Arc::new(new));
+        state.changed.insert(client, new);
     }
 
     /// The link to `gateway` went down: its clients may be gone without a `Close` (the
@@ -116,18 +116,21 @@ mod tests {
         cache.begin(a, session(&[("x", "1")]).into());
         cache.write(a, &session(&[("nick", "al")]), true);
         assert_eq!(
-            cache.get(a).as_deref(),
-            Some(&session(&[("nick", "al"), ("x", "1")]))
+            cache.get(a).map(|s| s.to_map()),
+            Some(session(&[("nick", "al"), ("x", "1")]))
         );
         cache.end(a, false);
         // The gateway's copy in the next event predates the update.
         cache.begin(a, session(&[("x", "1")]).into());
         assert_eq!(
-            cache.get(a).as_deref(),
-            Some(&session(&[("nick", "al"), ("x", "1")]))
+            cache.get(a).map(|s| s.to_map()),
+            Some(session(&[("nick", "al"), ("x", "1")]))
         );
         cache.write(a, &session(&[("y", "2")]), false);
-        assert_eq!(cache.get(a).as_deref(), Some(&session(&[("y", "2")])));
+        assert_eq!(
+            cache.get(a).map(|s| s.to_map()),
+            Some(session(&[("y", "2")]))
+        );
         cache.end(a, true);
         assert_eq!(cache.len(), 0);
     }
@@ -136,7 +139,7 @@ mod tests {
     fn untracked_clients_are_not_cached() {
         let cache = SessionCache::default();
         let (a, b) = (ClientId::new(1, 1), ClientId::new(1, 2));
-        cache.begin(a, Session::new().into());
+        cache.begin(a, PackedSession::new());
         cache.write(b, &session(&[("k", "v")]), false);
         assert_eq!(cache.get(b), None);
         assert_eq!(cache.len(), 0);
@@ -148,15 +151,15 @@ mod tests {
     fn a_lost_gateway_takes_its_clients_entries_along() {
         let cache = SessionCache::default();
         for client in [ClientId::new(1, 1), ClientId::new(2, 1)] {
-            cache.begin(client, Session::new().into());
+            cache.begin(client, PackedSession::new());
             cache.write(client, &session(&[("k", "v")]), false);
             cache.end(client, false);
         }
         cache.forget_gateway(1);
         assert_eq!(cache.get(ClientId::new(1, 1)), None);
         assert_eq!(
-            cache.get(ClientId::new(2, 1)).as_deref(),
-            Some(&session(&[("k", "v")]))
+            cache.get(ClientId::new(2, 1)).map(|s| s.to_map()),
+            Some(session(&[("k", "v")]))
         );
     }
 }

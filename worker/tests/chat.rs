@@ -239,19 +239,19 @@ async fn who_lists_users_and_devices() {
                 client: USER_A,
                 kind: ClientKind::Telnet,
                 uid: Some("1".into()),
-                session: alice.clone(),
+                session: alice.clone().into(),
             },
             ClientInfo {
                 client: DEVICE,
                 kind: ClientKind::DeviceTcp,
                 uid: Some("dev-1".into()),
-                session: device_session,
+                session: device_session.into(),
             },
             ClientInfo {
                 client: USER_B,
                 kind: ClientKind::Telnet,
                 uid: None,
-                session: session(&[]),
+                session: session(&[]).into(),
             },
         ];
         let commands = link

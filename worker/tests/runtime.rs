@@ -38,7 +38,7 @@ impl Handler for Echo {
                 Ok(())
             }
             "recall" => {
-                let seen = cx.session().get("seen").cloned().unwrap_or_default();
+                let seen = cx.session().get("seen").unwrap_or_default().to_string();
                 gateway
                     .send_to_client(client, Outbound::Line(format!("seen={seen}")))
                     .await?;

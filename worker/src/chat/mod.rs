@@ -12,7 +12,7 @@ pub mod who;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use protocol::link::{ClientId, ClientKind, Outbound, Session};
+use protocol::link::{ClientId, ClientKind, Outbound, PackedSession, Session};
 use protocol::DeviceMsg;
 
 use self::commands::{Input, ASK_NICK, BYE, EMPTY_PRIVATE, GREETING, HELP, TOO_LONG_FOR_DEVICE};
@@ -61,11 +61,8 @@ async fn tell(cx: &Context, client: ClientId, line: impl Into<String>) -> Handle
 }
 
 /// The nickname and uid of a participant, from its session.
-fn identity(session: &Session) -> Option<(&str, &str)> {
-    Some((
-        session.get(SESSION_NICK)?.as_str(),
-        session.get(SESSION_UID)?.as_str(),
-    ))
+fn identity(session: &PackedSession) -> Option<(&str, &str)> {
+    Some((session.get(SESSION_NICK)?, session.get(SESSION_UID)?))
 }
 
 impl Handler for Chat {

@@ -33,11 +33,11 @@ pub fn who_lines(
             continue; // still choosing a nickname, or a device before its hello
         };
         if info.kind.is_device() {
-            devices.insert(uid.clone());
+            devices.insert(uid.to_string());
         } else {
             // Numeric order: 2 before 10.
-            let key = (uid.parse::<u64>().unwrap_or(u64::MAX), uid.clone());
-            users.insert(key, nick.clone());
+            let key = (uid.parse::<u64>().unwrap_or(u64::MAX), uid.to_string());
+            users.insert(key, nick.to_string());
         }
     }
     let records: BTreeMap<&str, &DeviceRecord> =
@@ -111,7 +111,7 @@ mod tests {
             client: ClientId::new(1, conn),
             kind,
             uid: session.get("uid").cloned(),
-            session,
+            session: session.into(),
         }
     }
 

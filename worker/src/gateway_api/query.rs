@@ -2,7 +2,9 @@
 //! answered within [`QUERY_TIMEOUT`] and aggregated (counts summed, lists concatenated,
 //! booleans or-ed). A reply of the wrong kind is an error, never a guess.
 
-use protocol::link::{ClientId, ClientInfo, GatewayStats, Query, Reply, Session, WorkerToGateway};
+use protocol::link::{
+    ClientId, ClientInfo, GatewayStats, PackedSession, Query, Reply, WorkerToGateway,
+};
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
@@ -166,9 +168,12 @@ impl Gateway {
     }
 
     /// `getSession`: the freshest copy this worker knows, else the gateway's.
-    pub async fn get_session(&self, client: ClientId) -> Result<Option<Session>, GatewayError> {
+    pub async fn get_session(
+        &self,
+        client: ClientId,
+    ) -> Result<Option<PackedSession>, GatewayError> {
         if let Some(session) = self.inner.sessions.get(client) {
-            return Ok(Some(Session::clone(&session)));
+            return Ok(Some(session));
         }
         let gateway = client.gateway();
         match self.ask_one(gateway, Query::GetSession(client)).await? {
@@ -212,7 +217,7 @@ impl Gateway {
         // The gateway's copies may predate this worker's own updates.
         for info in &mut infos {
             if let Some(session) = self.inner.sessions.get(info.client) {
-                info.session = Session::clone(&session);
+                info.session = session;
             }
         }
         Ok(infos)
