@@ -179,7 +179,9 @@ impl Router {
                     .copied()
                     .collect(),
             ),
-            Query::UidByClientId(id) => Reply::Uid(reg.get(id).and_then(|c| c.uid.clone())),
+            Query::UidByClientId(id) => {
+                Reply::Uid(reg.get(id).and_then(|c| c.uid.as_deref().map(String::from)))
+            }
             Query::ClientCount(None) => Reply::Count(reg.len() as u64),
             Query::ClientCount(Some(group)) => {
                 Reply::Count(reg.group_members(&group).map_or(0, |m| m.len() as u64))
@@ -213,14 +215,14 @@ impl Router {
         Some(ClientInfo {
             client: id,
             kind: client.handle.kind,
-            uid: client.uid.clone(),
+            uid: client.uid.as_deref().map(String::from),
             session: client.session.clone(),
         })
     }
 }
 
-fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let mut names: Vec<String> = names.cloned().collect();
+fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = names.map(String::from).collect();
     names.sort_unstable();
     names
 }

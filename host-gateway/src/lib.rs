@@ -15,6 +15,7 @@ mod delivery;
 mod device_conn;
 mod heartbeat;
 mod mailbox;
+mod members;
 mod registry;
 mod router;
 mod serial;

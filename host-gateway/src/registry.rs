@@ -6,12 +6,14 @@
 //! here, its last one gone) for the router to publish to the workers' routing tables.
 //! Sending, events and workers are the router's business, not this module's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use protocol::link::{ClientId, ClientKind, PackedSession, RouteChange, Session};
 
 use crate::connection::ClientHandle;
+use crate::members::Members;
 
 /// Most keys a session may hold; GatewayWorker apps keep a handful (uid, nick, room).
 pub const MAX_SESSION_KEYS: usize = 64;
@@ -24,10 +26,11 @@ pub const MAX_SESSION_BYTES: usize = 4096;
 pub struct Client {
     /// The router's way to reach the connection task.
     pub handle: ClientHandle,
-    /// Its uid, if bound.
-    pub uid: Option<String>,
-    /// Groups it is in.
-    pub groups: BTreeSet<String>,
+    /// Its uid, if bound (the name is shared with the uid index's key).
+    pub uid: Option<Arc<str>>,
+    /// Groups it is in, sorted (names shared with the group index's keys). A handful at
+    /// most in practice: a vector costs one small allocation where a tree cost a node.
+    pub groups: Vec<Arc<str>>,
     /// Its session, packed and shared with the events that carry it (an event costs no
     /// copy; a change packs a new one).
     pub session: PackedSession,
@@ -78,8 +81,8 @@ impl Hasher for IdHasher {
 #[derive(Debug, Default)]
 pub struct Registry {
     clients: HashMap<ClientId, Client, BuildHasherDefault<IdHasher>>,
-    uids: HashMap<String, BTreeSet<ClientId>>,
-    groups: HashMap<String, BTreeSet<ClientId>>,
+    uids: HashMap<Arc<str>, Members>,
+    groups: HashMap<Arc<str>, Members>,
     telnet: u64,
     /// Route changes not yet published, oldest first. Bounded by the work done between two
     /// publications (the router publishes after every batch of messages it handles).
@@ -98,23 +101,26 @@ fn check_session(session: &Session) -> Result<(), SessionError> {
     Ok(())
 }
 
-/// Removes `id` from the set at `key`, and the set itself when it empties; `true` then.
-fn unindex(map: &mut HashMap<String, BTreeSet<ClientId>>, key: &str, id: ClientId) -> bool {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(&id);
-        if set.is_empty() {
-            map.remove(key);
-            return true;
-        }
+/// Removes `id` from the members at `key`, and the entry when it empties; `true` then.
+fn unindex(map: &mut HashMap<Arc<str>, Members>, key: &str, id: ClientId) -> bool {
+    if map.get_mut(key).is_some_and(|members| members.remove(id)) {
+        map.remove(key);
+        return true;
     }
     false
 }
 
-/// Adds `id` to the set at `key`; `true` if the set is new.
-fn index(map: &mut HashMap<String, BTreeSet<ClientId>>, key: String, id: ClientId) -> bool {
-    let set = map.entry(key).or_default();
-    set.insert(id);
-    set.len() == 1
+/// Adds `id` to the members at `key`. Returns the key as the index holds it (for the client
+/// to share) and `true` if the entry is new.
+fn index(map: &mut HashMap<Arc<str>, Members>, key: &str, id: ClientId) -> (Arc<str>, bool) {
+    if let Some(members) = map.get_mut(key) {
+        members.insert(id);
+        let held = map.get_key_value(key).map(|(held, _)| Arc::clone(held));
+        return (held.unwrap_or_else(|| Arc::from(key)), false);
+    }
+    let held: Arc<str> = Arc::from(key);
+    map.insert(Arc::clone(&held), Members::One(id));
+    (held, true)
 }
 
 impl Registry {
@@ -126,7 +132,7 @@ impl Registry {
         let client = Client {
             handle,
             uid: None,
-            groups: BTreeSet::new(),
+            groups: Vec::new(),
             session: PackedSession::new(),
         };
         self.clients.insert(id, client);
@@ -177,23 +183,23 @@ impl Registry {
     }
 
     /// Connections bound to `uid`.
-    pub fn uid_members(&self, uid: &str) -> Option<&BTreeSet<ClientId>> {
+    pub fn uid_members(&self, uid: &str) -> Option<&Members> {
         self.uids.get(uid)
     }
 
     /// Members of `group`.
-    pub fn group_members(&self, group: &str) -> Option<&BTreeSet<ClientId>> {
+    pub fn group_members(&self, group: &str) -> Option<&Members> {
         self.groups.get(group)
     }
 
     /// Bound uids.
-    pub fn uids(&self) -> impl Iterator<Item = &String> {
-        self.uids.keys()
+    pub fn uids(&self) -> impl Iterator<Item = &str> {
+        self.uids.keys().map(|uid| &**uid)
     }
 
     /// Non-empty groups.
-    pub fn groups(&self) -> impl Iterator<Item = &String> {
-        self.groups.keys()
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(|group| &**group)
     }
 
     /// Binds `uid` to `id`, replacing the connection's previous uid. `false` if not open.
@@ -204,11 +210,11 @@ impl Registry {
         if client.uid.as_deref() == Some(uid.as_str()) {
             return true;
         }
-        let old = client.uid.replace(uid.clone());
-        if let Some(old) = old {
+        let (held, new) = index(&mut self.uids, &uid, id);
+        if let Some(old) = client.uid.replace(held) {
             self.unindex_uid(&old, id);
         }
-        if index(&mut self.uids, uid.clone(), id) {
+        if new {
             self.changes.push(RouteChange::UidUp(uid));
         }
         true
@@ -232,7 +238,12 @@ impl Registry {
         let Some(client) = self.clients.get_mut(&id) else {
             return false;
         };
-        if client.groups.insert(group.clone()) && index(&mut self.groups, group.clone(), id) {
+        let Err(at) = client.groups.binary_search_by(|g| (**g).cmp(&group)) else {
+            return true; // already in
+        };
+        let (held, new) = index(&mut self.groups, &group, id);
+        client.groups.insert(at, held);
+        if new {
             self.changes.push(RouteChange::GroupUp(group));
         }
         true
@@ -243,7 +254,8 @@ impl Registry {
         let Some(client) = self.clients.get_mut(&id) else {
             return false;
         };
-        if client.groups.remove(group) {
+        if let Ok(at) = client.groups.binary_search_by(|g| (**g).cmp(group)) {
+            client.groups.remove(at);
             self.unindex_group(group, id);
         }
         true
@@ -255,9 +267,9 @@ impl Registry {
             return;
         };
         self.changes.push(RouteChange::GroupDown(group.to_owned()));
-        for id in members {
-            if let Some(client) = self.clients.get_mut(&id) {
-                client.groups.remove(group);
+        for id in &members {
+            if let Some(client) = self.clients.get_mut(id) {
+                client.groups.retain(|g| &**g != group);
             }
         }
     }
@@ -286,8 +298,11 @@ impl Registry {
 
     /// Every uid and group held here, as the changes that build a table from nothing.
     pub fn snapshot(&self) -> impl Iterator<Item = RouteChange> + '_ {
-        let uids = self.uids.keys().cloned().map(RouteChange::UidUp);
-        uids.chain(self.groups.keys().cloned().map(RouteChange::GroupUp))
+        let uids = self.uids().map(|uid| RouteChange::UidUp(uid.to_owned()));
+        uids.chain(
+            self.groups()
+                .map(|group| RouteChange::GroupUp(group.to_owned())),
+        )
     }
 
     /// Replaces a session, unless the new one is over the limits.
@@ -396,6 +411,27 @@ mod tests {
             ]
         );
         assert_eq!(reg.snapshot().count(), 0);
+    }
+
+    #[test]
+    fn a_clients_groups_stay_sorted_and_unique_and_share_the_index_names() {
+        let a = ClientId::new(1, 1);
+        let mut reg = registry_with(&[1]);
+        for group in ["m", "b", "x", "b"] {
+            assert!(reg.join(a, group.into()));
+        }
+        let groups = &reg.get(a).expect("open").groups;
+        assert_eq!(
+            groups.iter().map(|g| &**g).collect::<Vec<_>>(),
+            ["b", "m", "x"]
+        );
+        let (held, _) = reg.groups.get_key_value("m").expect("indexed");
+        assert!(Arc::ptr_eq(held, &groups[1]), "one copy of the name");
+        assert_eq!(reg.group_members("b").map(|m| m.len()), Some(1));
+        assert!(reg.leave(a, "nope"));
+        assert!(reg.leave(a, "m"));
+        assert!(reg.group_members("m").is_none());
+        assert_eq!(reg.take_changes().len(), 4, "three groups up, one down");
     }
 
     #[test]

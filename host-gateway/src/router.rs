@@ -277,7 +277,7 @@ impl Router {
                 if let Some(client) = self.registry.remove(id) {
                     // What this batch staged for it cannot be written: counted as dropped.
                     queue_staged(&self.counters, id, &client.handle);
-                    let uid = client.uid;
+                    let uid = client.uid.as_deref().map(String::from);
                     let session = client.session;
                     self.emit(
                         Event::Close {
