@@ -37,6 +37,7 @@ const SCENARIOS: &[&[&str]] = &[
         "0.2",
     ],
     &["idle", "--conns", "20", "--hold-secs", "0.1"],
+    &["idle", "--conns", "20", "--hold-secs", "0.1", "--login"],
 ];
 
 /// Simulated devices, tiny; where they connect (`--pty-dir`, `--device-tcp`) is appended.

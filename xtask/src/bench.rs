@@ -59,6 +59,7 @@ fn scenarios(size: Size) -> Vec<Scenario> {
     let secs = if full { "10" } else { "3" };
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let idle_conns = if full { "19000" } else { "2000" };
+    let idle_login_conns = if full { "5000" } else { "1000" };
     let broadcast = |rate: &str| {
         s(&[
             "broadcast",
@@ -139,6 +140,26 @@ fn scenarios(size: Size) -> Vec<Scenario> {
             metrics: &[(
                 "rss_bytes_per_conn",
                 "server RSS per connection (bytes)",
+                true,
+            )],
+            ptys: 0,
+            floor: false,
+        },
+        Scenario {
+            // Logged in: each holds a nick, a uid and a room, as an IM user does. Fewer than
+            // above because every login is announced to everyone already in the room.
+            name: "idle connections, logged in",
+            args: s(&[
+                "idle",
+                "--conns",
+                idle_login_conns,
+                "--hold-secs",
+                "2",
+                "--login",
+            ]),
+            metrics: &[(
+                "rss_bytes_per_conn",
+                "server RSS per logged-in connection (bytes)",
                 true,
             )],
             ptys: 0,
