@@ -311,6 +311,8 @@ mod tests {
         );
         assert_eq!(packed.to_map(), m);
         assert_eq!(format!("{packed:?}"), format!("{m:?}"));
+        // One allocation of the count and each text behind its length, nothing else.
+        assert_eq!(packed.0.as_ref().map(|bytes| bytes.len()), Some(1 + 9 + 6 + 8));
     }
 
     #[test]
