@@ -5,7 +5,8 @@
 //! `BTreeMap<String, String>` a two-key session (nick, uid) is a 540-byte tree node and four
 //! strings: six allocations to decode on every event in the worker, and ~700 bytes per
 //! logged-in connection in the gateway. Packed it is one allocation of a few dozen bytes,
-//! an event shares it by reference count, and decoding one from the link is one copy.
+//! an event shares it by reference count, and decoding one from the link takes two
+//! allocations (a scratch buffer and the packed copy).
 //!
 //! Edits go through [`Session`] (the map): `to_map`, change, [`PackedSession::from_map`].
 //! Entries are kept sorted by key with no duplicates, so two packed sessions are equal when
@@ -79,7 +80,7 @@ impl PackedSession {
             .collect()
     }
 
-    /// Bytes of all keys and values (what a gateway's session limit counts).
+    /// Bytes of all keys and values.
     pub fn text_bytes(&self) -> usize {
         self.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
@@ -132,11 +133,20 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-/// Builds the packed bytes from entries given in strictly increasing key order.
-#[derive(Default)]
+/// Builds the packed bytes from entries given in strictly increasing key order: the
+/// entries go after room left for the count, and the result is copied once into its `Arc`.
 struct Packer {
     count: usize,
     body: Vec<u8>,
+}
+
+impl Default for Packer {
+    fn default() -> Self {
+        // Room for the count, and for a small session's entries without regrowing.
+        let mut body = Vec::with_capacity(64);
+        body.resize(VARINT_MAX, 0);
+        Packer { count: 0, body }
+    }
 }
 
 impl Packer {
@@ -152,10 +162,12 @@ impl Packer {
         if self.count == 0 {
             return PackedSession::new();
         }
-        let mut bytes = Vec::with_capacity(self.body.len() + VARINT_MAX);
-        put_varint(&mut bytes, self.count);
-        bytes.extend_from_slice(&self.body);
-        PackedSession(Some(Arc::from(bytes)))
+        let mut count = Vec::with_capacity(VARINT_MAX);
+        put_varint(&mut count, self.count);
+        let mut body = self.body;
+        let start = VARINT_MAX - count.len();
+        body[start..VARINT_MAX].copy_from_slice(&count);
+        PackedSession(Some(Arc::from(&body[start..])))
     }
 }
 
@@ -173,6 +185,11 @@ fn put_varint(out: &mut Vec<u8>, mut n: usize) {
 fn take_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
     let mut n = 0usize;
     for (i, byte) in bytes.iter().enumerate().take(VARINT_MAX) {
+        // Only this module's own bytes are read here; a last byte that would overflow is
+        // refused all the same.
+        if i == VARINT_MAX - 1 && *byte > 1 {
+            return None;
+        }
         n |= usize::from(byte & 0x7f).checked_shl(7 * i as u32)?;
         if byte & 0x80 == 0 {
             return Some((n, &bytes[i + 1..]));
@@ -312,7 +329,10 @@ mod tests {
         assert_eq!(packed.to_map(), m);
         assert_eq!(format!("{packed:?}"), format!("{m:?}"));
         // One allocation of the count and each text behind its length, nothing else.
-        assert_eq!(packed.0.as_ref().map(|bytes| bytes.len()), Some(1 + 9 + 6 + 8));
+        assert_eq!(
+            packed.0.as_ref().map(|bytes| bytes.len()),
+            Some(1 + 9 + 6 + 8)
+        );
     }
 
     #[test]
@@ -342,6 +362,13 @@ mod tests {
             packed,
             PackedSession::from_map(&map(&[("a", "2"), ("b", "3")]))
         );
+    }
+
+    #[test]
+    fn a_repeated_key_in_a_row_keeps_the_last_value() {
+        let wire = [2u8, 1, b'a', 1, b'1', 1, b'a', 1, b'2'];
+        let packed: PackedSession = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(packed.to_map(), map(&[("a", "2")]));
     }
 
     #[test]
