@@ -113,10 +113,11 @@ fn unindex(map: &mut HashMap<Arc<str>, Members>, key: &str, id: ClientId) -> boo
 /// Adds `id` to the members at `key`. Returns the key as the index holds it (for the client
 /// to share) and `true` if the entry is new.
 fn index(map: &mut HashMap<Arc<str>, Members>, key: &str, id: ClientId) -> (Arc<str>, bool) {
-    if let Some(members) = map.get_mut(key) {
-        members.insert(id);
-        let held = map.get_key_value(key).map(|(held, _)| Arc::clone(held));
-        return (held.unwrap_or_else(|| Arc::from(key)), false);
+    if let Some(held) = map.get_key_value(key).map(|(held, _)| Arc::clone(held)) {
+        map.entry(Arc::clone(&held)).and_modify(|members| {
+            members.insert(id);
+        });
+        return (held, false);
     }
     let held: Arc<str> = Arc::from(key);
     map.insert(Arc::clone(&held), Members::One(id));
@@ -269,7 +270,9 @@ impl Registry {
         self.changes.push(RouteChange::GroupDown(group.to_owned()));
         for id in &members {
             if let Some(client) = self.clients.get_mut(id) {
-                client.groups.retain(|g| &**g != group);
+                if let Ok(at) = client.groups.binary_search_by(|g| (**g).cmp(group)) {
+                    client.groups.remove(at);
+                }
             }
         }
     }
