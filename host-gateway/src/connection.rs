@@ -7,7 +7,7 @@
 //! outside (too slow, idle, shutdown) by a [`Kick`] through its queue's interrupt, so it
 //! waits on nothing but its socket and its queue.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,9 +135,9 @@ pub struct ClientHandle {
 }
 
 /// Appends one rendered line to the staged run of text it continues, if any; `false` if
-/// the last staged item is not text (the caller starts a run). A run starts at the size of
-/// its first line and grows by doubling, so a slow client's queue holds at most twice the
-/// bytes of its lines.
+/// the last staged item is not text (the caller starts a run). A run starts at the room
+/// [`RunRoom`] gives it and grows by doubling; a run queued with more than twice its bytes
+/// in room is shrunk, so a slow client's queue holds at most twice the bytes of its lines.
 fn extend_text(staged: &mut [Outgoing], text: &str) -> bool {
     let Some(Outgoing::Text { bytes, lines }) = staged.last_mut() else {
         return false;
@@ -153,6 +153,59 @@ fn extend_text(staged: &mut [Outgoing], text: &str) -> bool {
 /// usually fits, and the queue takes the allocation over as it is.
 const STAGE_ROOM: usize = 4;
 
+/// How much room a new run of text takes: what the last batch's runs held on average (plus
+/// a quarter), so the run a burst of broadcast lines makes for each recipient is allocated
+/// once instead of doubling up from one line (growing them was 8% of the gateway's CPU
+/// past saturation). The guess is never above [`RunRoom::MAX`], and what a batch takes
+/// beyond its runs' first lines is bounded by [`RunRoom::SPARE`]: a batch that sends one
+/// line to 19,000 connections right after a batch of long runs allocates at most that much
+/// more than it needs, and [`ClientHandle::flush`] trims what was not used.
+#[derive(Debug, Default)]
+pub struct RunRoom {
+    /// Room a new run takes in this batch (0: its first line's size).
+    guess: Cell<usize>,
+    /// Room beyond first lines this batch may still hand out.
+    spare: Cell<usize>,
+    /// Bytes and runs queued in this batch, for the next guess.
+    bytes: Cell<usize>,
+    runs: Cell<usize>,
+}
+
+impl RunRoom {
+    /// The largest guess: about 60 chat lines.
+    pub const MAX: usize = 4096;
+    /// Room beyond first lines per batch, across all its runs.
+    pub const SPARE: usize = 256 * 1024;
+
+    /// Capacity for a new run whose first line takes `first` bytes.
+    fn for_run(&self, first: usize) -> usize {
+        let guess = self.guess.get();
+        let extra = guess.saturating_sub(first);
+        if extra == 0 || extra > self.spare.get() {
+            return first;
+        }
+        self.spare.set(self.spare.get() - extra);
+        guess
+    }
+
+    /// A run of `bytes` went to a queue.
+    fn queued(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes);
+        self.runs.set(self.runs.get() + 1);
+    }
+
+    /// The batch is over: the next one guesses from what this one queued (a batch that
+    /// queued no text, acks only say, leaves the guess as it was).
+    pub fn next_batch(&self) {
+        let runs = self.runs.replace(0);
+        let bytes = self.bytes.replace(0);
+        if let Some(mean) = bytes.checked_div(runs) {
+            self.guess.set((mean + mean / 4).min(Self::MAX));
+        }
+        self.spare.set(Self::SPARE);
+    }
+}
+
 impl ClientHandle {
     fn new(kind: ClientKind, tx: mailbox::Sender<Outgoing, Status>) -> ClientHandle {
         ClientHandle {
@@ -167,8 +220,8 @@ impl ClientHandle {
     /// joins the run of rendered text; one that nobody else holds and that starts a run
     /// becomes it, its buffer taken over (the terminator may grow it). Returns `true` if
     /// nothing was staged before: the caller lists the connection for
-    /// [`ClientHandle::flush`].
-    pub fn stage(&self, item: Outgoing) -> bool {
+    /// [`ClientHandle::flush`]. A new run takes the room `room` gives it.
+    pub fn stage(&self, item: Outgoing, room: &RunRoom) -> bool {
         let Outgoing::Send(mut body) = item else {
             return self.push_staged(item);
         };
@@ -177,25 +230,27 @@ impl ClientHandle {
         }
         // A line nobody else holds either joins the run or starts one with its own buffer.
         let Some(Outbound::Line(text)) = Arc::get_mut(&mut body) else {
-            return self.stage_shared(&body);
+            return self.stage_shared(&body, room);
         };
         if extend_text(&mut self.staged.borrow_mut(), text) {
             return false;
         }
         let mut bytes = std::mem::take(text).into_bytes();
+        let len = bytes.len();
+        bytes.reserve_exact(room.for_run(len + 2) - len);
         bytes.extend_from_slice(b"\r\n");
         self.push_staged(Outgoing::Text { bytes, lines: 1 })
     }
 
     /// Stages a body other connections get too. A telnet line is copied into the run of
     /// rendered text (no reference counting per recipient); anything else is shared.
-    pub fn stage_shared(&self, body: &Arc<Outbound>) -> bool {
+    pub fn stage_shared(&self, body: &Arc<Outbound>, room: &RunRoom) -> bool {
         match (self.kind, &**body) {
             (ClientKind::Telnet, Outbound::Line(text)) => {
                 if extend_text(&mut self.staged.borrow_mut(), text) {
                     return false;
                 }
-                let mut bytes = Vec::with_capacity(text.len() + 2);
+                let mut bytes = Vec::with_capacity(room.for_run(text.len() + 2));
                 bytes.extend_from_slice(text.as_bytes());
                 bytes.extend_from_slice(b"\r\n");
                 self.push_staged(Outgoing::Text { bytes, lines: 1 })
@@ -215,9 +270,18 @@ impl ClientHandle {
 
     /// Queues what is staged, oldest first, without waiting. A queue that cannot take it
     /// all disconnects the client as too slow. Returns how many messages (not pings or
-    /// closes) were not queued, for the router's `dropped` count.
-    pub fn flush(&self, id: ClientId) -> usize {
+    /// closes) were not queued, for the router's `dropped` count. Runs of text are counted
+    /// in `room` and lose room they will not use.
+    pub fn flush(&self, id: ClientId, room: &RunRoom) -> usize {
         let mut staged = self.staged.take();
+        for item in &mut staged {
+            if let Outgoing::Text { bytes, .. } = item {
+                room.queued(bytes.len());
+                if bytes.capacity() > 2 * bytes.len() {
+                    bytes.shrink_to_fit();
+                }
+            }
+        }
         let full = match self.tx.try_send_all(&mut staged) {
             Ok(()) => return 0,
             Err(TrySendError::Full(())) => true,
@@ -398,17 +462,18 @@ mod tests {
     #[test]
     fn a_batch_of_lines_reaches_a_telnet_queue_as_one_run_of_rendered_text() {
         let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 10);
+        let room = RunRoom::default();
         let shared = line("everyone");
         assert!(
-            handle.stage_shared(&shared),
+            handle.stage_shared(&shared, &room),
             "the first item lists the connection"
         );
-        assert!(!handle.stage(Outgoing::Send(line("just you"))));
-        assert!(!handle.stage_shared(&shared));
-        assert!(!handle.stage(Outgoing::Ping), "a ping ends the run");
-        assert!(!handle.stage_shared(&shared));
+        assert!(!handle.stage(Outgoing::Send(line("just you")), &room));
+        assert!(!handle.stage_shared(&shared, &room));
+        assert!(!handle.stage(Outgoing::Ping, &room), "a ping ends the run");
+        assert!(!handle.stage_shared(&shared, &room));
         assert_eq!(Arc::strong_count(&shared), 1, "copied, not referenced");
-        assert_eq!(handle.flush(ClientId(1)), 0);
+        assert_eq!(handle.flush(ClientId(1), &room), 0);
         assert_eq!(rx.load(), 5, "the bound counts lines, not items");
         let got = drain(&mut rx);
         assert_eq!(rx.load(), 0);
@@ -426,12 +491,13 @@ mod tests {
     #[test]
     fn a_line_for_one_telnet_user_is_queued_in_its_own_buffer() {
         let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 10);
+        let room = RunRoom::default();
         // With room for the terminator, so the buffer cannot move.
         let mut text = String::with_capacity(16);
         text.push_str("private");
         let at = text.as_ptr();
-        handle.stage(Outgoing::Send(Arc::new(Outbound::Line(text))));
-        handle.flush(ClientId(1));
+        handle.stage(Outgoing::Send(Arc::new(Outbound::Line(text))), &room);
+        handle.flush(ClientId(1), &room);
         match rx.try_recv() {
             Some(Outgoing::Text { bytes, lines: 1 }) => {
                 assert_eq!(bytes, b"private\r\n");
@@ -444,10 +510,11 @@ mod tests {
     #[test]
     fn devices_get_bodies_shared_not_rendered() {
         let (handle, mut rx) = ClientHandle::pair(ClientKind::DeviceTcp, 10);
+        let room = RunRoom::default();
         let shared = line("not for devices, but the writer decides");
-        handle.stage_shared(&shared);
-        handle.stage(Outgoing::Send(line("mine")));
-        handle.flush(ClientId(1));
+        handle.stage_shared(&shared, &room);
+        handle.stage(Outgoing::Send(line("mine")), &room);
+        handle.flush(ClientId(1), &room);
         let got = drain(&mut rx);
         assert!(
             matches!(got.as_slice(), [Outgoing::Send(a), Outgoing::Send(_)] if Arc::ptr_eq(a, &shared)),
@@ -458,13 +525,18 @@ mod tests {
     #[tokio::test]
     async fn a_run_longer_than_the_queue_kicks_the_client_and_counts_every_line_dropped() {
         let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 3);
-        handle.stage(Outgoing::Send(line("fits")));
-        assert_eq!(handle.flush(ClientId(1)), 0);
+        let room = RunRoom::default();
+        handle.stage(Outgoing::Send(line("fits")), &room);
+        assert_eq!(handle.flush(ClientId(1), &room), 0);
         let shared = line("burst");
         for _ in 0..3 {
-            handle.stage_shared(&shared);
+            handle.stage_shared(&shared, &room);
         }
-        assert_eq!(handle.flush(ClientId(1)), 3, "3 lines do not fit beside 1");
+        assert_eq!(
+            handle.flush(ClientId(1), &room),
+            3,
+            "3 lines do not fit beside 1"
+        );
         assert!(matches!(rx.recv().await, Recv::Interrupted));
         assert!(matches!(rx.status().end(), End::TooSlow));
         assert_eq!(
@@ -472,5 +544,78 @@ mod tests {
             1,
             "what was queued before stays for the kick to drop"
         );
+    }
+
+    /// The capacity of the run staged for `handle`.
+    fn staged_room(handle: &ClientHandle) -> usize {
+        match handle.staged.borrow().last() {
+            Some(Outgoing::Text { bytes, .. }) => bytes.capacity(),
+            other => panic!("no run staged: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_starts_with_the_room_the_last_batch_needed() {
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 100);
+        let room = RunRoom::default();
+        let shared = line("0123456789");
+        for _ in 0..20 {
+            handle.stage_shared(&shared, &room);
+        }
+        handle.flush(ClientId(1), &room);
+        room.next_batch();
+        drain(&mut rx);
+        // 20 lines of 12 bytes, plus a quarter.
+        handle.stage_shared(&shared, &room);
+        assert_eq!(staged_room(&handle), 300);
+        for _ in 1..20 {
+            handle.stage_shared(&shared, &room);
+        }
+        assert_eq!(staged_room(&handle), 300, "the burst never grew its run");
+        handle.flush(ClientId(1), &room);
+        room.next_batch();
+        room.next_batch();
+        handle.stage_shared(&shared, &room);
+        assert_eq!(
+            staged_room(&handle),
+            300,
+            "a batch without text keeps the guess"
+        );
+    }
+
+    #[test]
+    fn spare_room_is_bounded_per_batch_and_what_a_run_did_not_use_is_given_back() {
+        let room = RunRoom::default();
+        let (handle, mut rx) = ClientHandle::pair(ClientKind::Telnet, 1000);
+        let long = line(&"x".repeat(RunRoom::MAX));
+        handle.stage_shared(&long, &room);
+        handle.flush(ClientId(1), &room);
+        room.next_batch();
+        drain(&mut rx);
+
+        // One short line to many connections: the guess says MAX each, until the spare
+        // room of the batch is spent.
+        let short = line("hi");
+        let handles: Vec<_> = (0..2 * RunRoom::SPARE / RunRoom::MAX)
+            .map(|_| ClientHandle::pair(ClientKind::Telnet, 10))
+            .collect();
+        let mut extra = 0;
+        for (h, _) in &handles {
+            h.stage_shared(&short, &room);
+            extra += staged_room(h) - 4;
+        }
+        assert!(extra <= RunRoom::SPARE, "{extra} bytes beyond the lines");
+        assert_eq!(staged_room(&handles.last().unwrap().0), 4, "spare spent");
+        assert_eq!(staged_room(&handles[0].0), RunRoom::MAX);
+
+        let (h, mut rx) = handles.into_iter().next().unwrap();
+        h.flush(ClientId(2), &room);
+        match rx.try_recv() {
+            Some(Outgoing::Text { bytes, lines: 1 }) => {
+                assert_eq!(bytes, b"hi\r\n");
+                assert!(bytes.capacity() <= 8, "room kept: {}", bytes.capacity());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::connection::{ClientHandle, Kick, Outgoing};
+use crate::connection::{ClientHandle, Kick, Outgoing, RunRoom};
 use crate::delivery::Delivery;
 use crate::heartbeat::{now_ms, Beat, Heartbeat};
 use crate::registry::Registry;
@@ -153,6 +153,8 @@ pub struct Router {
     /// ([`Router::flush`]). Bounded by the connections; what is staged, by the batch
     /// (`BATCH` messages).
     staged: RefCell<Vec<ClientId>>,
+    /// Sizes the runs of text this batch starts, from what the last batch's runs held.
+    room: RunRoom,
 }
 
 impl Router {
@@ -167,6 +169,7 @@ impl Router {
             telnet_beat: Heartbeat::telnet(config),
             device_beat: Heartbeat::devices(config),
             staged: RefCell::new(Vec::new()),
+            room: RunRoom::default(),
         }
     }
 
@@ -235,7 +238,7 @@ impl Router {
                 Beat::Quiet => {}
                 Beat::Ping => {
                     tracing::trace!(conn = %id, silent, "silent, pinged");
-                    if handle.stage(Outgoing::Ping) {
+                    if handle.stage(Outgoing::Ping, &self.room) {
                         self.staged.get_mut().push(id);
                     }
                 }
@@ -276,7 +279,7 @@ impl Router {
             RouterMsg::Closed { id } => {
                 if let Some(client) = self.registry.remove(id) {
                     // What this batch staged for it cannot be written: counted as dropped.
-                    queue_staged(&self.counters, id, &client.handle);
+                    queue_staged(&self.counters, id, &client.handle, &self.room);
                     let uid = client.uid.as_deref().map(String::from);
                     let session = client.session;
                     self.emit(
@@ -342,14 +345,14 @@ impl Router {
     /// Stages `item` for connection `id`; it is queued when the batch of messages being
     /// handled ends.
     pub(crate) fn offer(&self, id: ClientId, handle: &ClientHandle, item: Outgoing) {
-        if handle.stage(item) {
+        if handle.stage(item, &self.room) {
             self.staged.borrow_mut().push(id);
         }
     }
 
     /// [`Router::offer`] for a body other connections get too.
     pub(crate) fn offer_shared(&self, id: ClientId, handle: &ClientHandle, body: &Arc<Outbound>) {
-        if handle.stage_shared(body) {
+        if handle.stage_shared(body, &self.room) {
             self.staged.borrow_mut().push(id);
         }
     }
@@ -360,9 +363,10 @@ impl Router {
     pub fn flush(&mut self) {
         for id in self.staged.get_mut().drain(..) {
             if let Some(client) = self.registry.get(id) {
-                queue_staged(&self.counters, id, &client.handle);
+                queue_staged(&self.counters, id, &client.handle, &self.room);
             }
         }
+        self.room.next_batch();
     }
 
     /// Sends the route changes noted since the last call to every worker link.
@@ -414,8 +418,8 @@ impl Router {
 }
 
 /// Queues what is staged for connection `id`, counting the messages refused as dropped.
-fn queue_staged(counters: &Counters, id: ClientId, handle: &ClientHandle) {
-    let refused = handle.flush(id);
+fn queue_staged(counters: &Counters, id: ClientId, handle: &ClientHandle, room: &RunRoom) {
+    let refused = handle.flush(id, room);
     if refused > 0 {
         add(&counters.dropped, refused as u64);
     }
