@@ -3,8 +3,7 @@
 //! messages mean is the workers' business, reached over the worker link.
 //!
 //! Entry point: [`run`] with [`Listeners`] already bound, as `main.rs` and the tests do.
-// No unsafe code, but for the one allocator call in `trim.rs`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod announce;
@@ -23,7 +22,6 @@ mod server;
 mod stats;
 pub mod telnet;
 mod telnet_conn;
-mod trim;
 mod worker_link;
 
 pub use config::{ConfigError, GatewayConfig, SerialConfig};

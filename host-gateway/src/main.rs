@@ -1,13 +1,11 @@
 //! `switchboard-gateway`: parses the command line, starts tracing, loads the config and
 //! runs the gateway until SIGINT or SIGTERM. Everything else is in the library.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
 use gateway::{GatewayConfig, Listeners, SerialConfig};
-use tracing_subscriber::EnvFilter;
 
 /// Config file used when `-c` is not given and it exists in the working directory.
 const DEFAULT_CONFIG: &str = "switchboard.toml";
@@ -89,21 +87,6 @@ fn load_config(cli: &Cli) -> anyhow::Result<GatewayConfig> {
     Ok(config)
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Plain text in log files (the supervisor's, a test's pipe): no colour codes.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 /// Resolves on SIGINT or SIGTERM.
 async fn stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -118,22 +101,9 @@ async fn stop_signal() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    process::init_logging(cli.verbose);
     let config = load_config(&cli)?;
-    let runtime = match config.threads {
-        // One thread: no wake-up ever crosses threads, the cheapest per message.
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .context("cannot start the async runtime")?;
+    let runtime = process::runtime(config.threads).context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
 }
 

@@ -184,8 +184,12 @@ pub async fn run(
     }
     let router = Router::new(&ctx.config, counters);
     let router_task = tokio::spawn(router.run(router_rx, token.clone()));
+    let counters = ctx.counters.clone();
+    let traffic = move || {
+        counters.messages_in.load(Ordering::Relaxed) + counters.messages_out.load(Ordering::Relaxed)
+    };
     ctx.tracker
-        .spawn(crate::trim::run(ctx.counters.clone(), token.clone()));
+        .spawn(process::trim::run(traffic, token.clone()));
 
     ctx.tracker.spawn(accept_loop(
         ctx.clone(),

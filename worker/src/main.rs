@@ -2,14 +2,12 @@
 //! logging, loads the config, opens the store and calls [`worker::run`] until SIGINT or
 //! SIGTERM. No logic of its own.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
-use tracing_subscriber::EnvFilter;
 use worker::{Chat, MemcachedStore, SledStore, Store, StoreKind, WorkerConfig};
 
 /// Looked for in the working directory when `-c` is not given.
@@ -37,22 +35,6 @@ struct Cli {
     /// Name for the gateways' logs (default worker-PID).
     #[arg(long)]
     name: Option<String>,
-}
-
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // Colours only for a person at a terminal, not in the supervisor's log file.
-    let ansi = std::io::stdout().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<WorkerConfig> {
@@ -123,23 +105,11 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    process::init_logging(cli.verbose);
     let started = load_config(&cli).and_then(|config| {
-        let runtime = match config.threads {
-            // The handler runs one event at a time anyway; on one thread no hand-over
-            // between the links and the handler crosses threads.
-            1 => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build(),
-            0 => tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build(),
-            n => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(n)
-                .enable_all()
-                .build(),
-        }
-        .context("cannot start the async runtime")?;
+        // One thread by default: the handler runs one event at a time anyway, and no
+        // hand-over between the links and the handler crosses threads.
+        let runtime = process::runtime(config.threads).context("cannot start the async runtime")?;
         runtime.block_on(run(config))
     });
     match started {

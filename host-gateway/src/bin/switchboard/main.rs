@@ -55,7 +55,7 @@ enum Verb {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    process::init_logging(cli.verbose);
     let config = config::Config::load(cli.config.as_deref())?;
     match cli.command {
         Verb::Start { daemon: false } => supervise::run_foreground(&config),
@@ -72,19 +72,4 @@ fn main() -> Result<()> {
         Verb::Status => status::print(&config),
         Verb::Reload => control::reload(&config),
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
