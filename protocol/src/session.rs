@@ -162,11 +162,10 @@ impl Packer {
         if self.count == 0 {
             return PackedSession::new();
         }
-        let mut count = Vec::with_capacity(VARINT_MAX);
-        put_varint(&mut count, self.count);
+        let (count, len) = varint(self.count);
         let mut body = self.body;
-        let start = VARINT_MAX - count.len();
-        body[start..VARINT_MAX].copy_from_slice(&count);
+        let start = VARINT_MAX - len;
+        body[start..VARINT_MAX].copy_from_slice(&count[..len]);
         PackedSession(Some(Arc::from(&body[start..])))
     }
 }
@@ -174,12 +173,22 @@ impl Packer {
 /// Longest varint of a `usize` (10 bytes of 7 bits for 64 bits).
 const VARINT_MAX: usize = 10;
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+/// `n` as a varint: the bytes, and how many of them are used.
+fn varint(mut n: usize) -> ([u8; VARINT_MAX], usize) {
+    let mut bytes = [0; VARINT_MAX];
+    let mut len = 0;
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        bytes[len] = (n as u8) | 0x80;
+        len += 1;
         n >>= 7;
     }
-    out.push(n as u8);
+    bytes[len] = n as u8;
+    (bytes, len + 1)
+}
+
+fn put_varint(out: &mut Vec<u8>, n: usize) {
+    let (bytes, len) = varint(n);
+    out.extend_from_slice(&bytes[..len]);
 }
 
 fn take_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
@@ -369,6 +378,20 @@ mod tests {
         let wire = [2u8, 1, b'a', 1, b'1', 1, b'a', 1, b'2'];
         let packed: PackedSession = postcard::from_bytes(&wire).unwrap();
         assert_eq!(packed.to_map(), map(&[("a", "2")]));
+    }
+
+    #[test]
+    fn a_session_with_more_entries_than_a_one_byte_count_holds() {
+        let m: Session = (0..300)
+            .map(|i| (alloc::format!("k{i:03}"), alloc::format!("v{i}")))
+            .collect();
+        let wire = postcard::to_allocvec(&m).unwrap();
+        assert_eq!(&wire[..2], &[0xac, 0x02], "300 as a varint");
+        let packed: PackedSession = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(packed.len(), 300);
+        assert_eq!(packed.get("k299"), Some("v299"));
+        assert_eq!(postcard::to_allocvec(&packed).unwrap(), wire);
+        assert_eq!(PackedSession::from_map(&m), packed);
     }
 
     #[test]

@@ -336,6 +336,9 @@ impl Gateway {
     /// `sendToUid` for several uids: only to the gateways that hold one of them.
     pub async fn send_to_uids(&self, uids: &[&str], body: Outbound) -> Result<(), GatewayError> {
         let targets = self.uid_targets(uids.iter().copied());
+        if targets.is_nowhere() {
+            return Ok(());
+        }
         let uids = uids.iter().map(|uid| uid.to_string()).collect();
         self.command_targets(targets, Command::SendToUid { uids, body })
             .await
@@ -360,6 +363,10 @@ impl Gateway {
         exclude: &[ClientId],
     ) -> Result<(), GatewayError> {
         let targets = self.group_targets(groups.iter().copied());
+        if targets.is_nowhere() {
+            // Say, the chat's device room with no device online: no copies of the names.
+            return Ok(());
+        }
         let groups = groups.iter().map(|group| group.to_string()).collect();
         self.command_targets(
             targets,

@@ -29,6 +29,13 @@ pub(crate) enum Targets {
     Some(GatewaySet),
 }
 
+impl Targets {
+    /// No gateway holds a recipient: the command need not even be built.
+    pub(crate) fn is_nowhere(&self) -> bool {
+        matches!(self, Targets::Some(set) if set.0.is_empty())
+    }
+}
+
 /// Gateway ids, sorted, each once. A command goes to one gateway or a handful, so up to
 /// four are kept inline: routing a message allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,6 +229,9 @@ mod tests {
         routes.apply(2, vec![], true);
         assert_eq!(routes.for_groups(["g"], &linked), set(&[1]));
         assert_eq!(routes.for_groups(["empty"], &linked), set(&[]));
+        assert!(routes.for_groups(["empty"], &linked).is_nowhere());
+        assert!(!routes.for_groups(["g"], &linked).is_nowhere());
+        assert!(!Targets::All.is_nowhere());
         routes.joined("empty", 2);
         assert_eq!(routes.for_groups(["empty", "g"], &linked), set(&[1, 2]));
         routes.apply(1, vec![GroupDown("g".into())], true);
